@@ -1,0 +1,9 @@
+"""The one error type users see: a one-line message naming the problem and the fix.
+
+The CLI prints `error: <message>` and exits with status 2; nothing else is caught, so real bugs keep
+their tracebacks.
+"""
+
+
+class XstiltsError(Exception):
+    """A user-facing problem (bad config, missing data, unknown task) with a one-line explanation."""
