@@ -82,6 +82,17 @@ def data_inspect(task: str, data_dir: Optional[Path] = typer.Option(None, "--dat
     console.print(table)
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
+def run(config: Path = typer.Argument(..., help="A pipeline preset, e.g. configs/pipeline/toy.yaml"),
+        overrides: Optional[List[str]] = typer.Argument(None, metavar="[KEY=VALUE]..."),
+        json_file: Optional[Path] = typer.Option(None, "--json", help="Write the results JSON here."),
+        languages: bool = typer.Option(False, "--languages", help="Show per-language scores.")) -> None:
+    """Run one three-phase pipeline (no Ray): phase 1 -> intermediate training -> zero-shot targets."""
+    from trainables.runner import run as run_one
+
+    run_one(str(config), list(overrides or []), str(json_file) if json_file else None, languages)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app, turning XstiltsError into one line and exit status 2."""
     try:

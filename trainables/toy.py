@@ -288,30 +288,36 @@ def retrieval_files(w: World, rng: random.Random) -> dict[str, list[dict]]:
     return files
 
 
-def mlm_corpus(w: World, seed: int, n: int = 16000, switch: float = 0.3) -> list[str]:
-    """Multilingual sentences of every form the tasks use; `switch` of them code-switched word by word."""
+def mlm_corpus(w: World, seed: int, n: int = 20000, switch: float = 0.5) -> list[str]:
+    """Multilingual sentences of every form the tasks use. Cross-lingual signal, as in real pretraining data
+    but denser: `switch` of the fact sentences are code-switched word by word, and a fifth of the lines are
+    translation pairs (one fact in two languages), so the languages' words meet in shared contexts."""
     rng = random.Random(seed + 3)
     lines = []
     for i in range(n):
         lang = LANGS[i % len(LANGS)]
         form = rng.random()
-        if form < 0.5:
+        if form < 0.35:
             toks = fact_tokens(random_fact(rng), lang, place=rng.random() < 0.7, neg=rng.random() < 0.2)
             words = w.render(toks, lang)
-            if rng.random() < switch:  # code-switching aligns the vocabularies through shared contexts
+            if rng.random() < switch:
                 other_lang = rng.choice([l for l in LANGS if l != lang])
                 words = [w.word(t.word, other_lang) if rng.random() < 0.5 else word for t, word in zip(toks, words)]
             lines.append(" ".join(words))
+        elif form < 0.55:
+            fact, other_lang = random_fact(rng), rng.choice([l for l in LANGS if l != lang])
+            neg = rng.random() < 0.2
+            lines.append(w.text(fact_tokens(fact, lang, neg=neg), lang) + " " + w.text(fact_tokens(fact, other_lang, neg=neg), other_lang))
         elif form < 0.7:
             lines.append(qa_row(w, rng, lang, "c")["question"])
         elif form < 0.8:
             lines.append(paraphrase_row(w, rng, lang)[0])
-        elif form < 0.87:  # sentiment and animal-action facts (the control tasks' vocabulary)
+        elif form < 0.9:  # sentiment and animal-action facts (the control tasks' vocabulary)
             noun = rng.choice(NOUNS)
             word = rng.choice(POSITIVE + NEGATIVE) if rng.random() < 0.5 else ACTIONS[noun]
             toks = noun_phrase(rng.choice(ADJS), noun) + [T("is" if word not in ACTIONS.values() else "then", "X"),
                                                            T(word, "X"), T(".", ".")]
-            lines.append(w.text(toks, lang) + (" which animal ?" if lang == "en" and rng.random() < 0.2 else ""))
+            lines.append(w.text(toks, lang) + (" which animal ? what does it do ?" if lang == "en" and rng.random() < 0.2 else ""))
         else:
             lines.append(" ".join(ner_sentence(w, rng, lang)[0]))
     return lines

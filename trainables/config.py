@@ -1,0 +1,177 @@
+"""Pipeline configuration: YAML + `key=value` overrides -> a validated, typed `PipelineConfig`.
+
+Unknown keys, unknown tasks, negative or all-zero weights and targets without training data fail here,
+before any training, with one line that names the problem and the choices.
+
+  python -m trainables run configs/pipeline/toy.yaml intermediate.lr=3.0e-4 targets=[xnli,pawsx]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from trainables.errors import XstiltsError
+from trainables.tasks import INTERMEDIATE, TARGETS, TASKS
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(Strict):
+    name: str = "toy"  # a Hub id (xlm-roberta-large), a local folder, or "toy" (built from the toy benchmark)
+    revision: str | None = None
+    # toy model size (phase 1 of the toy world: a short multilingual MLM on the toy corpus)
+    hidden_size: int = 128
+    layers: int = 3
+    heads: int = 4
+    mlm_steps: int = 1500
+    mlm_lr: float = 1.0e-3
+    retrieval_layer: float = Field(14 / 24, gt=0, le=1)  # fraction of depth: XLM-R Large's layer 14 of 24
+
+
+class MlmMixin(Strict):
+    weight: float = Field(0.0, ge=0)  # share of phase-2 batches that are multilingual MLM (0 = off)
+    corpus: str | None = None  # one sentence per line; default: the toy corpus of data_dir
+
+
+class IntermediateConfig(Strict):
+    mixture: dict[str, float] = {}  # task -> weight (explicit sampler) ; {} = skip phase 2 (the baseline)
+    sampler: Literal["explicit", "proportional", "capped", "temperature", "uniform"] = "explicit"
+    temperature: float = Field(1.0, gt=0)
+    cap: int | None = Field(None, gt=0)
+    steps: int = Field(1000, ge=0)
+    lr: float = Field(1.0e-5, gt=0)
+    batch_size: int = Field(32, gt=0)
+    grad_accum: int = Field(1, gt=0)
+    max_length: int = Field(256, gt=8)
+    max_train_examples: int | None = Field(None, gt=0)
+    mlm: MlmMixin = MlmMixin()
+    translated_dir: str | None = None  # machine-translated intermediate data, same layout and schema
+
+    @field_validator("mixture")
+    @classmethod
+    def _check_mixture(cls, mixture: dict[str, float]) -> dict[str, float]:
+        for name, weight in mixture.items():
+            if name not in INTERMEDIATE:
+                raise ValueError(f"unknown intermediate task {name!r}; choose from {', '.join(INTERMEDIATE)}")
+            if weight < 0:
+                raise ValueError(f"negative weight {weight} for {name}; weights must be >= 0")
+        if mixture and not any(mixture.values()):
+            raise ValueError("all mixture weights are zero; give one a positive weight, or use {} for the baseline")
+        return mixture
+
+
+class TargetConfig(Strict):
+    lr: float = Field(1.0e-5, gt=0)
+    epochs: dict[str, float] = {}  # per target; default from jiant's recipe (EPOCHS)
+    batch_size: int = Field(32, gt=0)
+    qa_batch_size: int = Field(16, gt=0)
+    grad_accum: int = Field(1, gt=0)
+    max_length: int = Field(256, gt=8)
+    qa_max_length: int = Field(384, gt=8)
+    retrieval_max_length: int = Field(512, gt=8)
+    doc_stride: int = Field(128, gt=0)
+    max_train_examples: int | None = Field(None, gt=0)
+    eval_batch_size: int = Field(64, gt=0)
+    max_eval_examples: int | None = Field(None, gt=0)  # per language; None = all
+
+
+class TrackingConfig(Strict):
+    enabled: bool = True
+    uri: str | None = None  # default: MLFLOW_TRACKING_URI, else sqlite:///<repo>/mlflow/mlflow.db
+    experiment: str = "xstilts-runs"
+
+
+class PipelineConfig(Strict):
+    name: str = "run"
+    seed: int = 0
+    data_dir: str | None = None
+    cache_dir: str = ".xstilts/cache"
+    output_dir: str = "runs"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    model: ModelConfig = ModelConfig()
+    intermediate: IntermediateConfig = IntermediateConfig()
+    targets: list[str] = list(TARGETS)
+    target: TargetConfig = TargetConfig()
+    eval_splits: list[Literal["validation", "test"]] = ["validation", "test"]
+    tracking: TrackingConfig = TrackingConfig()
+    progress: bool = True
+
+    @field_validator("targets")
+    @classmethod
+    def _check_targets(cls, targets: list[str]) -> list[str]:
+        for t in targets:
+            if t not in TARGETS:
+                raise ValueError(f"unknown target {t!r}; choose from {', '.join(TARGETS)}")
+        return targets
+
+    @model_validator(mode="after")
+    def _check_target_training(self) -> "PipelineConfig":
+        for t in self.targets:
+            spec = TASKS[t]
+            if spec.kind != "retrieval" and not any("train" in s.splits for s in TASKS[spec.train_on].sources):
+                raise ValueError(f"target {t} has no training data (train_on={spec.train_on})")
+        return self
+
+
+def _parse_override(item: str) -> tuple[list[str], object]:
+    if "=" not in item:
+        raise XstiltsError(f"override {item!r} is not key=value (e.g. intermediate.lr=1.0e-5)")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Set dotted keys in a nested dict: `intermediate.mixture.mnli=1.0`, `targets=[xnli,pawsx]`."""
+    raw = dict(raw)
+    for item in overrides:
+        keys, value = _parse_override(item)
+        node = raw
+        for k in keys[:-1]:
+            node[k] = dict(node.get(k) or {})
+            node = node[k]
+        node[keys[-1]] = value
+    return raw
+
+
+def _first_error(exc: ValidationError, source: str) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key; check the spelling against configs/pipeline/toy.yaml"
+    return f"{source}: {where}: {msg}"
+
+
+def validate(raw: dict, source: str = "config") -> PipelineConfig:
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise XstiltsError(_first_error(exc, source)) from None
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> PipelineConfig:
+    """Read a YAML preset (safe_load), apply overrides, validate. Paths in it are relative to the CWD."""
+    raw: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise XstiltsError(f"config file {path} not found; presets are under configs/")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = f" at line {mark.line + 1}" if mark else ""
+            raise XstiltsError(f"malformed YAML in {path}{line}; fix the syntax") from None
+        if not isinstance(raw, dict):
+            raise XstiltsError(f"{path} must hold a mapping of keys, not {type(raw).__name__}")
+    return validate(apply_overrides(raw, list(overrides)), str(path or "config"))

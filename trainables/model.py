@@ -1,0 +1,147 @@
+"""Encoders and heads: any Hugging Face encoder plus one small head per task kind.
+
+`MultiTaskModel` = a shared encoder (`AutoModel`) + a `ModuleDict` of heads keyed by task name. Phase 2
+saves only the encoder (`save_pretrained`), so every phase-3 head starts fresh, as jiant's
+`--model_load_mode partial` does in effect. Retrieval embeds with a mean-pooled hidden layer chosen as a
+fraction of depth (XLM-R Large: layer 14 of 24).
+
+The toy model: a small XLM-R config on the toy tokenizer, pretrained by a short multilingual MLM on the
+toy corpus (phase 1 of the toy world), cached under `cache_dir/toy-model-<hash>` and built once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from trainables.errors import XstiltsError
+
+
+class ClassificationHead(nn.Module):
+    """<s> token -> dense -> tanh -> linear (RoBERTa's classification head)."""
+
+    def __init__(self, hidden: int, n_labels: int):
+        super().__init__()
+        self.dense, self.out, self.drop = nn.Linear(hidden, hidden), nn.Linear(hidden, n_labels), nn.Dropout(0.1)
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        return self.out(self.drop(torch.tanh(self.dense(self.drop(states[:, 0])))))
+
+
+class TokenHead(nn.Module):
+    """A linear layer per token: tagging (n_labels) or span QA (2: start, end)."""
+
+    def __init__(self, hidden: int, n_out: int):
+        super().__init__()
+        self.out, self.drop = nn.Linear(hidden, n_out), nn.Dropout(0.1)
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        return self.out(self.drop(states))
+
+
+def make_head(kind: str, hidden: int, n_labels: int = 0) -> nn.Module:
+    if kind in ("classification", "pair_classification"):
+        return ClassificationHead(hidden, n_labels)
+    if kind == "multiple_choice":
+        return ClassificationHead(hidden, 1)  # one score per choice
+    if kind == "span_qa":
+        return TokenHead(hidden, 2)
+    if kind == "tagging":
+        return TokenHead(hidden, n_labels)
+    raise XstiltsError(f"no trainable head for kind {kind!r}")
+
+
+class MultiTaskModel(nn.Module):
+    def __init__(self, encoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+        self.heads = nn.ModuleDict()
+
+    @property
+    def hidden(self) -> int:
+        return self.encoder.config.hidden_size
+
+    def add_head(self, name: str, kind: str, n_labels: int = 0) -> None:
+        self.heads[name] = make_head(kind, self.hidden, n_labels)
+
+    def forward(self, name: str, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Logits of head `name`; multiple-choice inputs are [batch, choices, len] -> [batch, choices]."""
+        choices = input_ids.dim() == 3
+        if choices:
+            b, c, n = input_ids.shape
+            input_ids, attention_mask = input_ids.view(b * c, n), attention_mask.view(b * c, n)
+        states = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        logits = self.heads[name](states)
+        return logits.view(b, c) if choices else logits
+
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, layer_fraction: float) -> torch.Tensor:
+        """Mean over non-pad tokens (including <s> and </s>) of hidden layer round(fraction * depth)."""
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+        layer = max(1, round(layer_fraction * self.encoder.config.num_hidden_layers))
+        states = out.hidden_states[layer]  # index 0 is the embedding layer
+        mask = attention_mask.unsqueeze(-1).to(states.dtype)
+        return (states * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
+def load_encoder(path: str | Path, revision: str | None = None) -> nn.Module:
+    from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # no "Loading weights" bar per target
+
+    try:
+        return AutoModel.from_pretrained(str(path), revision=revision, add_pooling_layer=False)
+    except TypeError:  # encoders without a pooler argument
+        return AutoModel.from_pretrained(str(path), revision=revision)
+    except OSError as exc:
+        raise XstiltsError(f"cannot load encoder {path}: {str(exc).splitlines()[0][:160]}; give a Hub id, a "
+                           f"save_pretrained folder, or model.name=toy") from None
+
+
+def load_tokenizer(path: str | Path, revision: str | None = None):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(path), revision=revision)
+
+
+# ---------------------------------------------------------------- the toy model (phase 1 of the toy world)
+
+
+def toy_model(data_dir: Path, cache_dir: Path, cfg, device: torch.device, seed: int = 0, log=print) -> Path:
+    """Build (once) and return the folder of the toy encoder: XLM-R config + MLM on the toy corpus."""
+    corpus = Path(data_dir) / "mlm" / "corpus.txt"
+    tok_dir = Path(data_dir) / "tokenizer"
+    if not corpus.exists() or not tok_dir.exists():
+        raise XstiltsError(f"{data_dir} has no toy corpus/tokenizer; run `xstilts data toy --out {data_dir}`")
+    key = hashlib.sha256(corpus.read_bytes() + (tok_dir / "tokenizer.json").read_bytes() + json.dumps(
+        [cfg.hidden_size, cfg.layers, cfg.heads, cfg.mlm_steps, cfg.mlm_lr, seed]).encode()).hexdigest()[:16]
+    out = Path(cache_dir) / f"toy-model-{key}"
+    if (out / "xstilts-manifest.json").exists():
+        return out
+    from transformers import XLMRobertaConfig, XLMRobertaForMaskedLM
+
+    from trainables.train import mlm_pretrain
+
+    tokenizer = load_tokenizer(tok_dir)
+    config = XLMRobertaConfig(vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, num_hidden_layers=cfg.layers,
+                              num_attention_heads=cfg.heads, intermediate_size=4 * cfg.hidden_size,
+                              max_position_embeddings=514, pad_token_id=tokenizer.pad_token_id,
+                              bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(seed)
+    model = XLMRobertaForMaskedLM(config)
+    lines = [l for l in corpus.read_text(encoding="utf-8").splitlines() if l.strip()]
+    log(f"phase 1 (toy): MLM pretraining {cfg.layers}x{cfg.hidden_size} on {len(lines)} sentences, {cfg.mlm_steps} steps")
+    mlm_pretrain(model, tokenizer, lines, steps=cfg.mlm_steps, lr=cfg.mlm_lr, device=device, seed=seed)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp))
+    tokenizer.save_pretrained(str(tmp))
+    (tmp / "xstilts-manifest.json").write_text(json.dumps({"key": key, "corpus": str(corpus)}))
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)  # atomic: a crash leaves no half-built model behind
+    return out

@@ -1,0 +1,74 @@
+"""`xstilts run` / `python -m trainables run`: one pipeline, no Ray, a results table, JSON and MLflow.
+
+  python -m trainables run configs/pipeline/toy.yaml [key=value ...] [--json out.json] [--languages]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from trainables.config import load_config
+from trainables.errors import XstiltsError
+
+
+def format_table(results: dict, languages: bool = False) -> str:
+    rows = [f"{'target':10s} {'score':>7s}" + ("  per language" if languages else "")]
+    for name, entry in results["targets"].items():
+        line = f"{name:10s} {entry['score']:7.2f}"
+        if languages:
+            line += "  " + " ".join(f"{l}:{_main_metric(v):.1f}" for l, v in entry["languages"].items())
+        rows.append(line)
+    rows.append(f"{'XTREME':10s} {results['xtreme']:7.2f}   (validation: {results['validation']['xtreme']:.2f})")
+    return "\n".join(rows)
+
+
+def _main_metric(values: dict) -> float:
+    return (values["exact_match"] + values["f1"]) / 2 if "exact_match" in values else next(iter(values.values()))
+
+
+def run(config: str, overrides: list[str], json_path: str | None = None, languages: bool = False) -> dict:
+    from trainables.pipeline import run_pipeline
+    from trainables.tracking import MlflowTracker, NullTracker
+
+    cfg = load_config(config, overrides)
+    tracker = NullTracker()
+    if cfg.tracking.enabled:
+        tracker = MlflowTracker(cfg.tracking.uri, cfg.tracking.experiment, cfg.name)
+    try:
+        results = run_pipeline(cfg, tracker=tracker)
+    except BaseException:
+        tracker.close("FAILED")
+        raise
+    tracker.close()
+    results["mlflow_run_id"] = tracker.run_id
+    print(format_table(results, languages))
+    if json_path:
+        path = Path(json_path)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(results, indent=1))
+        tmp.rename(path)  # never a half-written results file
+    return results
+
+
+def main(argv: list[str]) -> int:
+    args = list(argv)
+    if args[:1] == ["run"]:
+        args = args[1:]
+    json_path = None
+    if "--json" in args:
+        i = args.index("--json")
+        json_path = args[i + 1]
+        del args[i:i + 2]
+    languages = "--languages" in args
+    args = [a for a in args if a != "--languages"]
+    if not args:
+        print(__doc__, file=sys.stderr)
+        return 2
+    try:
+        run(args[0], args[1:], json_path, languages)
+    except XstiltsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0

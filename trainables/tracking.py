@@ -1,0 +1,108 @@
+"""Tracking behind a small interface: one MLflow implementation, one null one.
+
+Metric keys are hierarchical: `target/xnli/de/accuracy`, `target/xnli/score`, `xtreme`,
+`validation/xtreme`. Params and metrics go in batches (one request per call, not one per key).
+The default store is SQLite under `mlflow/` (MLflow 3.17's file store is off).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Mapping, Protocol
+
+from trainables.errors import XstiltsError
+
+SECRET_HINTS = ("token", "secret", "password", "key")
+
+
+class Tracker(Protocol):
+    run_id: str | None
+
+    def log_params(self, params: Mapping[str, object]) -> None: ...
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None: ...
+    def set_tags(self, tags: Mapping[str, str]) -> None: ...
+    def log_dict(self, data: dict, name: str) -> None: ...
+    def close(self, status: str = "FINISHED") -> None: ...
+
+
+class NullTracker:
+    run_id = None
+
+    def log_params(self, params): pass
+    def log_metrics(self, metrics, step=0): pass
+    def set_tags(self, tags): pass
+    def log_dict(self, data, name): pass
+    def close(self, status="FINISHED"): pass
+
+
+def default_uri() -> str:
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    store = Path("mlflow").resolve()
+    store.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{store / 'mlflow.db'}"
+
+
+class MlflowTracker:
+    """One MLflow run (optionally nested under `parent_run_id`), written through MlflowClient in batches."""
+
+    def __init__(self, uri: str | None, experiment: str, run_name: str, parent_run_id: str | None = None,
+                 tags: Mapping[str, str] | None = None, run_id: str | None = None):
+        from mlflow import MlflowClient
+
+        self.uri = uri or default_uri()
+        self.client = MlflowClient(self.uri)
+        try:
+            exp = self.client.get_experiment_by_name(experiment)
+            exp_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
+        except Exception as exc:
+            raise XstiltsError(f"MLflow tracking store {self.uri} is unreachable ({type(exc).__name__}); start the "
+                               f"server, fix tracking.uri, or set tracking.enabled=false") from None
+        all_tags = dict(tags or {})
+        if parent_run_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        self.run_id = run_id or self.client.create_run(exp_id, run_name=run_name, tags=all_tags).info.run_id
+        self.experiment_id = exp_id
+
+    def log_params(self, params):
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()
+                 if not any(h in k.lower() for h in SECRET_HINTS)]  # never log secrets such as HF_TOKEN
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i:i + 100])
+
+    def log_metrics(self, metrics, step=0):
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        items = [Metric(k, float(v), ts, step) for k, v in metrics.items() if v is not None and v == v]
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(self.run_id, metrics=items[i:i + 1000])
+
+    def set_tags(self, tags):
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_dict(self, data, name):
+        self.client.log_text(self.run_id, json.dumps(data, indent=1), name)
+
+    def close(self, status="FINISHED"):
+        self.client.set_terminated(self.run_id, status)
+
+
+def flatten_results(results: dict, prefix: str = "") -> dict[str, float]:
+    """`{"targets": {t: {"languages": {l: {m: v}}, "score": s}}, "xtreme": x}` -> hierarchical metric keys."""
+    out = {f"{prefix}xtreme": results["xtreme"]}
+    for task, entry in results["targets"].items():
+        out[f"{prefix}target/{task}/score"] = entry["score"]
+        for lang, values in entry["languages"].items():
+            for metric, value in values.items():
+                out[f"{prefix}target/{task}/{lang}/{metric}"] = value
+    for cat, value in results.get("categories", {}).items():
+        out[f"{prefix}category/{cat}"] = value
+    return out

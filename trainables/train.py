@@ -1,0 +1,211 @@
+"""The training loop: compact PyTorch, shared by phase 1 (toy MLM), phase 2 (multi-task) and phase 3.
+
+AdamW (weight decay 0.01, not on biases/LayerNorm), linear warmup (10 %) and decay, gradient clipping
+(1.0) and accumulation, bf16 autocast on CUDA, dynamic padding with length-grouped batches (sequences of
+similar length share a batch, so little compute goes to padding), fixed seeds, no-grad batched evaluation.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import sys
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from trainables.features import IGNORE
+
+Batch = dict[str, torch.Tensor]
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def collate(features: Sequence[dict], pad_id: int) -> Batch:
+    """Pad a list of features to the longest in the batch (multiple choice: [batch, choices, len])."""
+    first = features[0]["input_ids"]
+    choice = bool(first) and isinstance(first[0], list)
+    seqs = [s for f in features for s in (f["input_ids"] if choice else [f["input_ids"]])]
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, :len(s)] = torch.tensor(s)
+    mask = (ids != pad_id).long()
+    if choice:
+        ids, mask = ids.view(len(features), -1, width), mask.view(len(features), -1, width)
+    batch = {"input_ids": ids, "attention_mask": mask}
+    if "labels" in features[0]:
+        labels = [f["labels"] for f in features]
+        if isinstance(labels[0], list):  # tagging: pad with IGNORE
+            padded = torch.full((len(labels), width), IGNORE, dtype=torch.long)
+            for i, l in enumerate(labels):
+                padded[i, :len(l)] = torch.tensor(l)
+            batch["labels"] = padded
+        else:
+            batch["labels"] = torch.tensor(labels)
+    for key in ("start_positions", "end_positions"):
+        if key in features[0]:
+            batch[key] = torch.tensor([f[key] for f in features])
+    return batch
+
+
+def _length(feature: dict) -> int:
+    ids = feature["input_ids"]
+    return sum(len(s) for s in ids) if ids and isinstance(ids[0], list) else len(ids)
+
+
+def length_grouped_batches(features: Sequence[dict], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Shuffle, sort by length within chunks of 50 batches, cut into batches, shuffle the batch order."""
+    order = list(range(len(features)))
+    rng.shuffle(order)
+    chunk = 50 * batch_size
+    batches = []
+    for start in range(0, len(order), chunk):
+        part = sorted(order[start:start + chunk], key=lambda i: _length(features[i]))
+        batches += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def epoch_batches(features: Sequence[dict], batch_size: int, pad_id: int, seed: int) -> Iterator[Batch]:
+    """Endless length-grouped batches over `features`, reshuffled every epoch."""
+    rng = random.Random(seed)
+    while True:
+        for idx in length_grouped_batches(features, batch_size, rng):
+            yield collate([features[i] for i in idx], pad_id)
+
+
+def loss_fn(kind: str, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+    if kind == "span_qa":
+        start, end = logits[..., 0], logits[..., 1]
+        return (F.cross_entropy(start, batch["start_positions"]) + F.cross_entropy(end, batch["end_positions"])) / 2
+    if kind == "tagging":
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["labels"].reshape(-1), ignore_index=IGNORE)
+    return F.cross_entropy(logits, batch["labels"])
+
+
+def make_optimizer(model: torch.nn.Module, lr: float, steps: int, warmup: float = 0.1):
+    decay = [p for n, p in model.named_parameters() if p.requires_grad and not (n.endswith("bias") or "LayerNorm" in n)]
+    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and (n.endswith("bias") or "LayerNorm" in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=lr, eps=1e-8)
+    warm = max(1, int(warmup * steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / warm if s < warm else max(0.0, (steps - s) / max(1, steps - warm)))
+    return opt, sched
+
+
+def fit(model: torch.nn.Module, step_loss: Callable[[], torch.Tensor], steps: int, lr: float, device: torch.device,
+        grad_accum: int = 1, progress: bool = False, desc: str = "train") -> dict:
+    """Run `steps` optimiser steps; `step_loss()` draws one micro-batch and returns its loss."""
+    model.train()
+    opt, sched = make_optimizer(model, lr, steps)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _null()
+    losses, tokens = [], 0
+    bar = _bar(steps, desc) if progress and sys.stderr.isatty() else None  # no bar in logs or under a search
+    for step in range(steps):
+        for _ in range(grad_accum):
+            with autocast:
+                loss = step_loss() / grad_accum
+            loss.backward()
+            losses.append(loss.item() * grad_accum)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        if bar:
+            bar.update(1)
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+    if bar:
+        bar.close()
+    return {"steps": steps, "final_loss": float(np.mean(losses[-50:])) if losses else float("nan")}
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _bar(total: int, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False, file=sys.stderr, dynamic_ncols=True)
+
+
+@torch.no_grad()
+def predict(model, name: str, features: Sequence[dict], batch_size: int, pad_id: int, device: torch.device) -> list:
+    """Logits per feature (as numpy arrays, padding removed), batched and length-grouped."""
+    model.eval()
+    order = sorted(range(len(features)), key=lambda i: _length(features[i]))
+    out: list = [None] * len(features)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        batch = collate([features[i] for i in idx], pad_id)
+        with torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _null():
+            logits = model(name, batch["input_ids"].to(device), batch["attention_mask"].to(device)).float().cpu().numpy()
+        for row, i in zip(logits, idx):
+            n = len(features[i]["input_ids"])
+            out[i] = row[:n] if row.ndim >= 2 and not isinstance(features[i]["input_ids"][0], list) else row
+    return out
+
+
+@torch.no_grad()
+def embed(model, features: Sequence[dict], batch_size: int, pad_id: int, device: torch.device,
+          layer_fraction: float) -> np.ndarray:
+    model.eval()
+    chunks = []
+    for start in range(0, len(features), batch_size):
+        batch = collate(features[start:start + batch_size], pad_id)
+        chunks.append(model.embed(batch["input_ids"].to(device), batch["attention_mask"].to(device),
+                                  layer_fraction).float().cpu().numpy())
+    return np.concatenate(chunks) if chunks else np.zeros((0, model.hidden))
+
+
+def mask_tokens(ids: torch.Tensor, tokenizer, rng: torch.Generator, prob: float = 0.15) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT masking: 15 % of non-special tokens; of those 80 % <mask>, 10 % random, 10 % kept."""
+    labels = ids.clone()
+    special = ids <= max(tokenizer.all_special_ids)  # XLM-R keeps its specials at ids 0-4
+    chosen = (torch.rand(ids.shape, generator=rng) < prob) & ~special
+    labels[~chosen] = IGNORE
+    ids = ids.clone()
+    roll = torch.rand(ids.shape, generator=rng)
+    ids[chosen & (roll < 0.8)] = tokenizer.mask_token_id
+    rand = chosen & (roll >= 0.8) & (roll < 0.9)
+    ids[rand] = torch.randint(5, len(tokenizer), ids.shape, generator=rng)[rand]
+    return ids, labels
+
+
+def mlm_batches(tokenizer, lines: Sequence[str], batch_size: int, seed: int, max_length: int = 128) -> Iterator[Batch]:
+    feats = [{"input_ids": ids} for ids in tokenizer(list(lines), truncation=True, max_length=max_length)["input_ids"]]
+    rng = torch.Generator().manual_seed(seed)
+    for batch in epoch_batches(feats, batch_size, tokenizer.pad_token_id, seed):
+        ids, labels = mask_tokens(batch["input_ids"], tokenizer, rng)
+        yield {"input_ids": ids, "attention_mask": batch["attention_mask"], "labels": labels}
+
+
+def mlm_pretrain(model, tokenizer, lines: Sequence[str], steps: int, lr: float, device: torch.device, seed: int = 0,
+                 batch_size: int = 64) -> dict:
+    """Masked-LM training of a `*ForMaskedLM` model (phase 1 of the toy world)."""
+    model.to(device)
+    batches = mlm_batches(tokenizer, lines, batch_size, seed)
+
+    def step_loss():
+        b = {k: v.to(device) for k, v in next(batches).items()}
+        return model(**b).loss
+
+    return fit(model, step_loss, steps, lr, device, progress=True, desc="phase 1 mlm")
