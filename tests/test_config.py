@@ -70,8 +70,9 @@ def test_target_without_training_data_fails_before_training(tmp_path):
     import hub_fixtures
     from trainables.pipeline import load_all
 
-    hub_fixtures.write(tmp_path, {"google/xtreme/PAN-X.en/validation.parquet":
-                                  hub_fixtures.ROWS["google/xtreme/PAN-X.en/validation.parquet"]}, ["en"])
+    rows = hub_fixtures.ROWS["google/xtreme/PAN-X.en/validation.parquet"]
+    hub_fixtures.write(tmp_path, {"google/xtreme/PAN-X.en/validation.parquet": rows,
+                                  "google/xtreme/PAN-X.en/test.parquet": rows}, ["en"])  # no train split
     cfg = load_config(ROOT / "configs/pipeline/toy.yaml", [f"data_dir={tmp_path}", "targets=[panx]",
                                                            "intermediate.mixture={}"])
     with pytest.raises(XstiltsError, match="missing source offline: google/xtreme/PAN-X.en/train"):

@@ -93,6 +93,7 @@ def load_encoder(path: str | Path, revision: str | None = None) -> nn.Module:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # no "Loading weights" bar per target
+    hf_logging.set_verbosity_error()  # the MLM head left behind is expected, not worth a load report
 
     try:
         return AutoModel.from_pretrained(str(path), revision=revision, add_pooling_layer=False)
