@@ -5,6 +5,10 @@
   xstilts data prepare TASK... --data-dir DIR          download Hub sources for offline clusters
   xstilts data inspect TASK --data-dir DIR [--json]    examples per split and language
   xstilts run CONFIG [key=value ...] [--json FILE]     one three-phase pipeline, no Ray
+  xstilts search [CONFIG] [key=value ...] [--resume] [--address ADDR] [--json FILE]
+                                                       Ray Tune + Optuna search (default: the toy search)
+  xstilts best [CONFIG | SEARCH_DIR]                   the best trial of a finished or running search
+  xstilts ui [--port N]                                the MLflow UI on 127.0.0.1 for the local store
 
 Errors a user can fix print one line (`error: ...`) and exit with status 2.
 """
@@ -91,6 +95,70 @@ def run(config: Path = typer.Argument(..., help="A pipeline preset, e.g. configs
     from trainables.runner import run as run_one
 
     run_one(str(config), list(overrides or []), str(json_file) if json_file else None, languages)
+
+
+DEFAULT_SEARCH = "configs/search/toy.yaml"
+
+
+def _split_config(args: list[str]) -> tuple[str, list[str]]:
+    if args and "=" not in args[0]:
+        return args[0], args[1:]
+    return DEFAULT_SEARCH, args
+
+
+@app.command()
+def search(args: Optional[List[str]] = typer.Argument(None, metavar="[CONFIG] [KEY=VALUE]..."),
+           resume: bool = typer.Option(False, "--resume", help="Continue a crashed or stopped search."),
+           address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (else RAY_ADDRESS, "
+                                                 "else a local Ray)."),
+           json_file: Optional[Path] = typer.Option(None, "--json", help="Write the summary JSON here.")) -> None:
+    """Search intermediate-task mixtures and learning rates (Ray Tune + Optuna TPE + ASHA, MLflow)."""
+    from search.config import load_search_config
+    from search.run import run_search
+
+    config, overrides = _split_config(list(args or []))
+    run_search(load_search_config(config, overrides), resume, address, str(json_file) if json_file else None, console)
+
+
+@app.command()
+def best(target: Optional[str] = typer.Argument(None, metavar="[CONFIG | SEARCH_DIR]")) -> None:
+    """Print the best trial of a search (finished or still running)."""
+    from search.config import load_search_config
+    from search.summary import build_summary, summary_table
+
+    path = Path(target or DEFAULT_SEARCH)
+    if path.is_dir():
+        state = path / "search.json"
+        if not state.exists():
+            raise XstiltsError(f"{path} is not a search folder (no search.json)")
+        cfg = load_search_config(None, [f"name={path.name}", f"storage={path.parent}"])
+    else:
+        cfg = load_search_config(path)
+    from search.tuner import search_dir
+
+    state = search_dir(cfg) / "search.json"
+    if not state.exists():
+        raise XstiltsError(f"no search named {cfg.name!r} under {cfg.storage}; run `xstilts search` first")
+    info = json.loads(state.read_text())
+    summary = build_summary(cfg, info["tracking_uri"], info["parent_run_id"])
+    if summary["best"] is None:
+        raise XstiltsError(f"search {cfg.name!r} has no finished trial yet")
+    console.print(summary_table(summary, top=1))
+
+
+@app.command()
+def ui(port: int = typer.Option(5000, help="Port on 127.0.0.1."),
+       store: Optional[str] = typer.Option(None, help="Backend store URI (default: the local SQLite store).")) -> None:
+    """Serve the MLflow UI on 127.0.0.1 for the local tracking store."""
+    import os
+
+    from trainables.tracking import default_uri
+
+    uri = store or default_uri()
+    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    console.print(f"MLflow UI for {uri} at http://127.0.0.1:{port}")
+    os.execvp(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+                               "--host", "127.0.0.1", "--port", str(port)])
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,7 +1,7 @@
 """The mixture of intermediate tasks as a value: weights -> probabilities -> a seeded per-batch task stream.
 
 Samplers (jiant's, `jiant/proj/main/components/task_sampler.py`), with n_i = training examples of task i:
-  explicit      p_i ∝ w_i                       (the search's weights)
+  explicit      p_i ∝ w_i^(1/T)                 (the search's weights; T = 1 by default)
   uniform       p_i = 1 / k
   proportional  p_i ∝ n_i
   capped        p_i ∝ min(n_i, cap)
@@ -38,7 +38,7 @@ class Mixture:
         if not names:
             return {}
         if self.sampler == "explicit":
-            raw = np.array([self.weights[n] for n in names], dtype=float)
+            raw = np.array([self.weights[n] for n in names], dtype=float) ** (1.0 / self.temperature)
         elif self.sampler == "uniform":
             raw = np.ones(len(names))
         else:

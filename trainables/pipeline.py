@@ -29,7 +29,7 @@ from trainables.train import epoch_batches, fit, loss_fn, pick_device, set_seed
 
 # jiant's XTREME recipe: epochs per target (QA 2, XNLI 2, PAWS-X 5, POS/NER 10).
 EPOCHS = {"xnli": 2, "pawsx": 5, "udpos": 10, "panx": 10, "xquad": 2, "mlqa": 2, "tydiqa": 2}
-Report = Callable[[dict], None]
+Report = Callable[[dict, dict], None]  # (metrics of this rung, state to checkpoint: finished targets)
 
 
 def load_all(cfg: PipelineConfig, data_dir: Path | None) -> dict:
@@ -139,8 +139,13 @@ def _summary(per_target: dict[str, dict], split: str) -> dict:
 
 
 def run_pipeline(cfg: PipelineConfig, report: Report | None = None, tracker: Tracker | None = None,
-                 log=print) -> dict:
-    """Phases 1-3 for one configuration; returns the results JSON (DESIGN.md)."""
+                 log=print, done: dict[str, dict] | None = None) -> dict:
+    """Phases 1-3 for one configuration; returns the results JSON (DESIGN.md).
+
+    `report(metrics, state)` is called once per target (a fidelity rung: cheap retrieval targets first,
+    then each fine-tuned target) with the running `validation/xtreme` and `test/xtreme`. `done` (a previous
+    state's finished targets) makes a resumed run skip them; phase 2 comes back from its cache.
+    """
     tracker = tracker or NullTracker()
     started = time.time()
     set_seed(cfg.seed)
@@ -160,11 +165,13 @@ def run_pipeline(cfg: PipelineConfig, report: Report | None = None, tracker: Tra
     encoder_dir, phase2 = train_intermediate(cfg, base, tok, data["intermediate"], mixture, device, data_dir, log)
     tracker.set_tags({"cache_hit": str(phase2.get("cache_hit", False)).lower()})
     timing = {"phase1_and_data_s": t1 - started, "phase2_s": time.time() - t1}
-    per_target: dict[str, dict] = {}
+    per_target: dict[str, dict] = dict(done or {})
     order = sorted(cfg.targets, key=lambda t: TASKS[t].kind != "retrieval")  # cheap retrieval rung first
     retrieval_model = None
     for rung, name in enumerate(order, start=1):
         task, t0 = TASKS[name], time.time()
+        if name in per_target:  # finished before a restart
+            continue
         if task.kind == "retrieval":
             retrieval_model = retrieval_model or MultiTaskModel(load_encoder(encoder_dir)).to(device)
             model = retrieval_model
@@ -176,7 +183,8 @@ def run_pipeline(cfg: PipelineConfig, report: Report | None = None, tracker: Tra
         for s, summ in partial.items():
             tracker.log_metrics(flatten_results(summ, "" if s == "test" else "validation/"), step=rung)
         if report:
-            report({"rung": rung, "target": name, **{f"{s}/xtreme": v["xtreme"] for s, v in partial.items()}})
+            report({"rung": rung, "target": name, **{f"{s}/xtreme": v["xtreme"] for s, v in partial.items()}},
+                   {"per_target": per_target})
         log(f"  {name:10s} " + "  ".join(f"{s}: {task_score(name, v):.1f}" for s, v in per_target[name].items()))
     final = _summary(per_target, "test" if "test" in cfg.eval_splits else "validation")
     results = {"name": cfg.name, **final, "validation": _summary(per_target, "validation"),

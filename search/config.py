@@ -1,0 +1,107 @@
+"""Search configuration: a YAML preset (+ key=value overrides) -> a validated `SearchConfig`.
+
+A search names a pipeline preset (what one trial runs) and the space around it: candidate intermediate
+tasks, weight bounds, learning-rate bounds (log scale), phase-2 step choices, optional sampling
+temperature, known mixtures to try first, trials, concurrency, resources, early stopping, repeats.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from trainables.config import _first_error, apply_overrides
+from trainables.errors import XstiltsError
+from trainables.tasks import INTERMEDIATE
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Bounds(Strict):
+    low: float = Field(gt=0)
+    high: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Bounds":
+        if self.low > self.high:
+            raise ValueError(f"low {self.low} > high {self.high}")
+        return self
+
+
+class Resources(Strict):
+    cpu: float = Field(1.0, gt=0)
+    gpu: float = Field(0.0, ge=0)  # whole or fractional GPUs per trial
+    fan_out: int = Field(1, ge=1)  # extra bundles so a trial can run target fine-tunes in parallel
+
+
+class Scheduler(Strict):
+    enabled: bool = True  # ASHA over the per-target rungs
+    grace_period: int = Field(2, ge=1)
+    reduction_factor: int = Field(2, ge=2)
+
+
+class SearchConfig(Strict):
+    name: str = "toy"
+    pipeline: str = "configs/pipeline/toy.yaml"
+    overrides: list[str] = []  # key=value applied to the pipeline preset
+    storage: str = "runs/searches"
+    num_samples: int = Field(8, ge=1)
+    max_concurrent_trials: int = Field(2, ge=1)
+    candidates: list[str] = ["mnli", "qqp", "squad_v1", "sst2"]
+    weight: Bounds = Bounds(low=0.05, high=1.0)
+    temperature: Bounds | None = None  # None: not searched (T = 1)
+    intermediate_lr: Bounds | None = None  # None: the pipeline preset's value
+    target_lr: Bounds | None = None
+    steps: list[int] | None = None  # phase-2 step choices; None: the preset's
+    points_to_evaluate: list[dict[str, float]] = []  # known mixtures tried first ({} = the baseline)
+    repeats: int = Field(1, ge=1)  # seeds per configuration; objective = their mean
+    seed: int = 0  # TPE's seed
+    max_failures: int = Field(2, ge=0)
+    resources: Resources = Resources()
+    scheduler: Scheduler = Scheduler()
+    tracking_uri: str | None = None  # default: the pipeline's (SQLite under mlflow/)
+    experiment: str | None = None  # default: "xstilts-search-<name>"
+
+    @field_validator("candidates")
+    @classmethod
+    def _known(cls, candidates: list[str]) -> list[str]:
+        for c in candidates:
+            if c not in INTERMEDIATE:
+                raise ValueError(f"unknown intermediate task {c!r}; choose from {', '.join(INTERMEDIATE)}")
+        return candidates
+
+    @model_validator(mode="after")
+    def _points(self) -> "SearchConfig":
+        for point in self.points_to_evaluate:
+            for task, weight in point.items():
+                if task not in self.candidates:
+                    raise ValueError(f"points_to_evaluate: {task!r} is not a candidate ({', '.join(self.candidates)})")
+                if not self.weight.low <= weight <= self.weight.high:
+                    raise ValueError(f"points_to_evaluate: weight {weight} of {task} is outside "
+                                     f"[{self.weight.low}, {self.weight.high}]")
+        return self
+
+    @property
+    def experiment_name(self) -> str:
+        return self.experiment or f"xstilts-search-{self.name}"
+
+
+def load_search_config(path: str | Path | None, overrides: list[str] = ()) -> SearchConfig:
+    raw: dict = {}
+    source = str(path or "search config")
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise XstiltsError(f"search config {path} not found; presets are under configs/search/")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError:
+            raise XstiltsError(f"malformed YAML in {path}; fix the syntax") from None
+    try:
+        return SearchConfig.model_validate(apply_overrides(raw, list(overrides)))
+    except ValidationError as exc:
+        raise XstiltsError(_first_error(exc, source)) from None

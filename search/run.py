@@ -1,0 +1,125 @@
+"""`xstilts search`: run a search end to end and write its summary.
+
+  xstilts search                                   the toy search (tiny model, CPU, 8 trials, 2 at a time)
+  xstilts search configs/search/mixture.yaml num_samples=40 --address auto
+  xstilts search configs/search/toy.yaml --resume  continue after a crash; nothing finished is redone
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from ray import tune
+
+from search.config import SearchConfig
+from search.space import mixture_of
+from search.summary import build_summary, summary_table
+from search.trainable import METRIC
+from search.tuner import (build_tuner, check_tracking, close_zombies, init_ray, parent_run, pipeline_raw,
+                          search_dir, _static)
+from trainables.config import validate
+from trainables.tracking import default_uri
+
+
+class LiveTable(tune.Callback):
+    """A live table of trials (mixture, status, score) on the terminal; one line per event otherwise."""
+
+    def __init__(self, candidates: list[str]):
+        self.candidates, self.rows = candidates, {}
+        self._console = self._live = None
+
+    def __getstate__(self):  # the Tuner pickles its callbacks; consoles hold locks
+        return {**self.__dict__, "_console": None, "_live": None}
+
+    @property
+    def console(self) -> Console:
+        if self._console is None:
+            self._console = Console()
+        return self._console
+
+    @property
+    def live(self) -> Live | None:
+        if self._live is None and self.console.is_terminal:
+            self._live = Live(console=self.console, auto_refresh=False)
+        return self._live
+
+    def _update(self, trial, status: str, score=None) -> None:
+        mix = mixture_of(trial.config, self.candidates)
+        label = " + ".join(f"{t} {w:.2f}" for t, w in mix.items()) or "(baseline)"
+        old = self.rows.get(trial.trial_id, {})
+        self.rows[trial.trial_id] = {"n": trial.config.get("optuna_trial"), "mixture": label, "status": status,
+                                     "score": score if score is not None else old.get("score")}
+        if self.live:
+            table = Table("#", "mixture", "status", METRIC)
+            for r in self.rows.values():
+                table.add_row(str(r["n"]), r["mixture"], r["status"], "" if r["score"] is None else f"{r['score']:.2f}")
+            self.live.update(table, refresh=True)
+        elif status != "RUNNING" or score is None:
+            self.console.print(f"trial {self.rows[trial.trial_id]['n']}: {label}: {status}"
+                               + (f" {METRIC}={score:.2f}" if score is not None else ""))
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        if self.live and not self.live.is_started:
+            self.live.start()
+        self._update(trial, "RUNNING")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self._update(trial, "RUNNING", result.get(METRIC))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._update(trial, "DONE")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._update(trial, "ERROR")
+
+    def on_experiment_end(self, trials, **info):
+        if self.live and self.live.is_started:
+            self.live.stop()
+
+
+def run_search(cfg: SearchConfig, resume: bool = False, address: str | None = None,
+               json_path: str | None = None, console: Console | None = None) -> dict:
+    console = console or Console()
+    started = time.time()
+    root = search_dir(cfg)
+    root.mkdir(parents=True, exist_ok=True)
+    raw = pipeline_raw(cfg)
+    pcfg = validate(raw)
+    uri = cfg.tracking_uri or pcfg.tracking.uri or default_uri()
+    init_ray(address)
+    check_tracking(uri)
+    if pcfg.model.name == "toy":  # phase 1 once, in the driver, before trials race to build it
+        from trainables.pipeline import base_model
+        from trainables.train import pick_device
+
+        base_model(pcfg, Path(pcfg.data_dir) if pcfg.data_dir else None, pick_device("cpu"), console.print)
+    parent = parent_run(cfg, uri, resume)
+    static = _static(cfg, raw, uri, parent.run_id)
+    tuner = build_tuner(cfg, static, len(pcfg.targets), resume, [LiveTable(list(cfg.candidates))])
+    fit_started = time.time()
+    results = tuner.fit()
+    zombies = close_zombies(cfg)
+    summary = build_summary(cfg, uri, parent.run_id, errors=results.num_errors, zombies=zombies)
+    summary["timing"] = {"total_s": time.time() - started, "fit_s": time.time() - fit_started}
+    _write(root / "summary.json", summary)
+    if json_path:
+        _write(Path(json_path), summary)
+    parent.log_dict(summary, "summary.json")
+    if summary["best"]:
+        parent.log_metrics({"best/validation_xtreme": summary["best"]["xtreme"],
+                            **({"best/test_xtreme": summary["best"]["test_xtreme"]}
+                               if summary["best"].get("test_xtreme") is not None else {})})
+    parent.close()
+    console.print(summary_table(summary))
+    return summary
+
+
+def _write(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.rename(path)

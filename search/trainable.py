@@ -1,0 +1,123 @@
+"""The Ray Tune trainable: a thin adapter from a trial's sampled parameters to `trainables.run_pipeline`.
+
+Per rung (one per target) it reports `validation/xtreme` (the objective: validation splits only) and
+checkpoints the finished targets, so a retried or resumed trial continues where it stopped (phase 2
+comes back from the content-addressed cache). Each trial logs one MLflow run nested under the search's
+parent run, tagged with the Ray trial id, the Optuna trial number, the node and the phase-2 cache hit;
+a restarted trial finds its run again by tag instead of creating a duplicate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import ray
+from ray import tune
+
+from search.space import mixture_of, trial_overrides
+from trainables.config import validate
+from trainables.config import apply_overrides
+from trainables.pipeline import run_pipeline
+from trainables.tracking import MlflowTracker, NullTracker
+
+METRIC = "validation/xtreme"
+STATE = "state.json"
+
+
+def pipeline_config(params: dict, static: dict, seed: int):
+    raw = apply_overrides(static["pipeline"], trial_overrides(params, static["candidates"]) + [f"seed={seed}"])
+    return validate(raw, "trial config")
+
+
+def _tracker(static: dict, params: dict, trial_id: str, state: dict):
+    if not static.get("tracking_uri"):
+        return NullTracker()
+    tags = {"ray.trial_id": trial_id, "optuna.trial": str(params.get("optuna_trial", "")),
+            "node": ray.get_runtime_context().get_node_id()[:12], "xstilts.search": static["name"]}
+    run_id = state.get("mlflow_run_id") or _find_run(static, trial_id)
+    tracker = MlflowTracker(static["tracking_uri"], static["experiment"], f"trial-{params.get('optuna_trial')}",
+                            parent_run_id=static.get("parent_run_id"), tags=tags, run_id=run_id)
+    if run_id:
+        tracker.set_tags(tags)  # the node may have changed after a restart
+    return tracker
+
+
+def _find_run(static: dict, trial_id: str) -> str | None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(static["tracking_uri"])
+    exp = client.get_experiment_by_name(static["experiment"])
+    if exp is None:
+        return None
+    runs = client.search_runs([exp.experiment_id], f"tags.`ray.trial_id` = '{trial_id}'", max_results=1)
+    return runs[0].info.run_id if runs else None
+
+
+def run_trial(params: dict, static: dict) -> None:
+    """Tune function trainable; `static` (search-wide constants) comes through tune.with_parameters."""
+    ckpt = tune.get_checkpoint()
+    state: dict = {}
+    if ckpt:
+        with ckpt.as_directory() as d:
+            state = json.loads((Path(d) / STATE).read_text())
+    trial_id = tune.get_context().get_trial_id()
+    tracker = _tracker(static, params, trial_id, state)
+    state["mlflow_run_id"] = tracker.run_id
+    seeds = [static["seed"] + k for k in range(static["repeats"])]
+    try:
+        if len(seeds) == 1:
+            _single(params, static, seeds[0], tracker, state)
+        else:
+            _repeated(params, static, seeds, tracker, state)
+    except BaseException:
+        tracker.close("FAILED")
+        raise
+    tracker.close()
+
+
+def _report(metrics: dict, state: dict) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / STATE).write_text(json.dumps(state))
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+
+
+def _single(params, static, seed, tracker, state) -> None:
+    cfg = pipeline_config(params, static, seed)
+    mix = mixture_of(params, static["candidates"])
+    tracker.log_params({**{f"weight/{t}": mix.get(t, 0.0) for t in static["candidates"]},
+                        **{k: v for k, v in params.items() if not k.startswith(("use_", "w_"))}})
+
+    def report(metrics: dict, pstate: dict) -> None:
+        state["per_target"] = pstate["per_target"]
+        _report({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, state)
+
+    results = run_pipeline(cfg, report=report, tracker=tracker, log=lambda *a: None,
+                           done=state.get("per_target"))
+    tracker.set_tags({"phase2.dir": results["phase2"].get("dir", "")})
+
+
+def _repeated(params, static, seeds, tracker, state) -> None:
+    """Several seeds of one configuration: the objective is their mean, the spread is logged. One report."""
+    scores: dict[str, list] = state.setdefault("repeats", {})
+    for seed in seeds:
+        if str(seed) in scores:
+            continue
+        results = run_pipeline(pipeline_config(params, static, seed), log=lambda *a: None)
+        scores[str(seed)] = [results["validation"]["xtreme"], results["xtreme"]]
+    val = np.array([v[0] for v in scores.values()])
+    test = np.array([v[1] for v in scores.values()])
+    metrics = {METRIC: float(val.mean()), "validation/xtreme_std": float(val.std()),
+               "test/xtreme": float(test.mean()), "test/xtreme_std": float(test.std()), "repeats": len(val)}
+    tracker.log_metrics(metrics)
+    _report(metrics, state)
+
+
+def fan_out_env() -> None:
+    """Keep each trial's PyTorch to its own CPUs when several trials share a machine."""
+    ctx = ray.get_runtime_context()
+    cpus = int(ctx.get_assigned_resources().get("CPU", 1) or 1)
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cpus)))

@@ -1,0 +1,153 @@
+"""Launch (or resume) a search: Ray Tune + OptunaSearch (TPE) + ASHA, tracked in MLflow.
+
+Everything a search keeps lives under `<storage>/<name>/`: Ray's experiment (`ray/`), the Optuna study
+(`optuna.db`, open it with `optuna-dashboard sqlite:///<storage>/<name>/optuna.db`), `search.json` (the
+parent MLflow run) and `summary.json`.
+
+Traps handled (shared/reference/ecosystem.md): OptunaSearch gets metric/mode itself; trials ASHA stopped
+reach Optuna as PRUNED, not COMPLETE; Optuna trials a crash left RUNNING are taken up again on resume
+(same parameters) instead of leaving zombies; a multi-node cluster with a driver-only tracking store is
+refused; `address="local"` unless an address is given, so a laptop never joins a stranger's cluster.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from pathlib import Path
+
+import optuna
+import ray
+from optuna.trial import TrialState
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from search.config import SearchConfig
+from search.space import define_space, point_params
+from search.trainable import METRIC, run_trial
+from trainables.config import load_config
+from trainables.errors import XstiltsError
+from trainables.tracking import MlflowTracker, default_uri
+
+
+class PrunedOptunaSearch(OptunaSearch):
+    """OptunaSearch that tells Optuna PRUNED for trials a scheduler stopped before max_t, and adopts
+    Optuna trials left RUNNING by a crashed driver instead of asking new ones."""
+
+    def __init__(self, *args, max_t: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._max_t = max_t
+
+    def suggest(self, trial_id: str):
+        if trial_id not in self._ot_trials and self._ot_study is not None:
+            known = {t.number for t in self._ot_trials.values()}
+            for frozen in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                if frozen.number not in known:  # a zombie from before the crash: run it (same params)
+                    self._ot_trials[trial_id] = optuna.trial.Trial(self._ot_study, frozen._trial_id)
+                    break
+        return super().suggest(trial_id)
+
+    def on_trial_complete(self, trial_id: str, result=None, error: bool = False):
+        if (result and not error and trial_id not in self._completed_trials and trial_id in self._ot_trials
+                and result.get("training_iteration", self._max_t) < self._max_t):
+            ot_trial = self._ot_trials[trial_id]
+            self._ot_study.tell(ot_trial, None, state=TrialState.PRUNED)
+            self._completed_trials.add(trial_id)
+            return
+        super().on_trial_complete(trial_id, result, error)
+
+
+def search_dir(cfg: SearchConfig) -> Path:
+    return (Path(cfg.storage) / cfg.name).resolve()
+
+
+def optuna_storage(cfg: SearchConfig) -> str:
+    return f"sqlite:///{search_dir(cfg) / 'optuna.db'}"
+
+
+def init_ray(address: str | None) -> None:
+    # One checkpoint per target rung is by design; Ray's "snapshotting may become a bottleneck" is noise here.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    address = address or os.environ.get("RAY_ADDRESS")
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                 object_store_memory=200 * 1024 ** 2)
+
+
+def check_tracking(uri: str) -> None:
+    """A SQLite/file store lives on the driver's disk: trials on other nodes cannot write to it."""
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) > 1 and uri.startswith(("sqlite:", "file:", "/")):
+        raise XstiltsError(f"this Ray cluster has {len(nodes)} nodes but the MLflow store {uri} is only reachable "
+                           f"from the driver; run an MLflow tracking server and pass tracking_uri=http://HOST:5000")
+
+
+def _static(cfg: SearchConfig, pipeline_raw: dict, uri: str, parent: str | None) -> dict:
+    return {"name": cfg.name, "pipeline": pipeline_raw, "candidates": list(cfg.candidates), "tracking_uri": uri,
+            "experiment": cfg.experiment_name, "parent_run_id": parent, "seed": pipeline_raw.get("seed", 0),
+            "repeats": cfg.repeats}
+
+
+def pipeline_raw(cfg: SearchConfig) -> dict:
+    """The trial's pipeline preset, validated, with paths made absolute (trials run in other folders)."""
+    pcfg = load_config(cfg.pipeline, list(cfg.overrides))
+    raw = pcfg.model_dump()
+    raw["data_dir"] = str(Path(pcfg.data_dir).resolve()) if pcfg.data_dir else None
+    raw["cache_dir"] = str(Path(pcfg.cache_dir).resolve())
+    raw["progress"] = False
+    raw["tracking"] = {**raw["tracking"], "enabled": False}  # the trainable owns the trial's run
+    return raw
+
+
+def parent_run(cfg: SearchConfig, uri: str, resume: bool) -> MlflowTracker:
+    state = search_dir(cfg) / "search.json"
+    run_id = json.loads(state.read_text())["parent_run_id"] if resume and state.exists() else None
+    tracker = MlflowTracker(uri, cfg.experiment_name, f"search-{cfg.name}", run_id=run_id,
+                            tags={"xstilts.search": cfg.name, "xstilts.role": "search"})
+    if run_id is None:
+        tracker.log_params({"search/" + k: v for k, v in cfg.model_dump().items()})
+        state.write_text(json.dumps({"parent_run_id": tracker.run_id, "tracking_uri": uri,
+                                     "experiment": cfg.experiment_name}))
+    return tracker
+
+
+def build_tuner(cfg: SearchConfig, static: dict, n_rungs: int, resume: bool, callbacks: list) -> tune.Tuner:
+    resources = {"cpu": cfg.resources.cpu, "gpu": cfg.resources.gpu}
+    trainable = tune.with_resources(tune.with_parameters(run_trial, static=static), resources)
+    exp_dir = search_dir(cfg) / "ray"
+    if resume and tune.Tuner.can_restore(str(exp_dir)):
+        return tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_errored=True)
+    if resume:
+        raise XstiltsError(f"nothing to resume under {exp_dir}; run the search without --resume")
+    max_t = 1 if cfg.repeats > 1 else n_rungs
+    searcher = PrunedOptunaSearch(
+        functools.partial(define_space, cfg=cfg), metric=METRIC, mode="max", max_t=max_t,
+        points_to_evaluate=[point_params(p, cfg.candidates) for p in cfg.points_to_evaluate] or None,
+        sampler=optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=min(10, max(2, cfg.num_samples // 3))),
+        storage=optuna.storages.RDBStorage(optuna_storage(cfg)), study_name=cfg.name)
+    scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=max_t, grace_period=min(cfg.scheduler.grace_period, max_t),
+                               reduction_factor=cfg.scheduler.reduction_factor)
+                 if cfg.scheduler.enabled and max_t > 1 else FIFOScheduler())
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, metric=METRIC, mode="max",
+                                    num_samples=cfg.num_samples, max_concurrent_trials=cfg.max_concurrent_trials,
+                                    trial_dirname_creator=lambda t: t.trial_id),
+        run_config=tune.RunConfig(name="ray", storage_path=str(search_dir(cfg)), verbose=0, callbacks=callbacks,
+                                  failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
+
+
+def close_zombies(cfg: SearchConfig) -> int:
+    """Optuna trials still RUNNING after fit() belong to no Ray trial: mark them FAIL."""
+    study = optuna.load_study(study_name=cfg.name, storage=optuna_storage(cfg))
+    zombies = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for t in zombies:
+        study.tell(t.number, state=TrialState.FAIL)
+    return len(zombies)
