@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from trainables.config import _first_error, apply_overrides
+from trainables.config import _first_error, apply_overrides, resolve_preset
 from trainables.errors import XstiltsError
 from trainables.tasks import INTERMEDIATE
 
@@ -94,7 +94,7 @@ def load_search_config(path: str | Path | None, overrides: list[str] = ()) -> Se
     raw: dict = {}
     source = str(path or "search config")
     if path is not None:
-        path = Path(path)
+        path = resolve_preset(path)
         if not path.exists():
             raise XstiltsError(f"search config {path} not found; presets are under configs/search/")
         try:

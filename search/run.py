@@ -82,6 +82,29 @@ class LiveTable(tune.Callback):
             self.live.stop()
 
 
+class CloseRuns(tune.Callback):
+    """Trials ASHA stops are killed mid-run: close their MLflow runs from the driver (FINISHED; FAILED on error)."""
+
+    def __init__(self, uri: str, experiment: str):
+        self.uri, self.experiment = uri, experiment
+
+    def _close(self, trial, status: str) -> None:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(self.uri)
+        exp = client.get_experiment_by_name(self.experiment)
+        if exp is None:
+            return
+        for run in client.search_runs([exp.experiment_id], f"tags.`ray.trial_id` = '{trial.trial_id}'"):
+            client.set_terminated(run.info.run_id, status)  # Ray's verdict on the trial is the final one
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._close(trial, "FINISHED")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._close(trial, "FAILED")
+
+
 def run_search(cfg: SearchConfig, resume: bool = False, address: str | None = None,
                json_path: str | None = None, console: Console | None = None) -> dict:
     console = console or Console()
@@ -100,7 +123,7 @@ def run_search(cfg: SearchConfig, resume: bool = False, address: str | None = No
         base_model(pcfg, Path(pcfg.data_dir) if pcfg.data_dir else None, pick_device("cpu"), console.print)
     parent = parent_run(cfg, uri, resume)
     static = _static(cfg, raw, uri, parent.run_id)
-    tuner = build_tuner(cfg, static, len(pcfg.targets), resume, [LiveTable(list(cfg.candidates))])
+    tuner = build_tuner(cfg, static, len(pcfg.targets), resume, [LiveTable(list(cfg.candidates)), CloseRuns(uri, cfg.experiment_name)])
     fit_started = time.time()
     results = tuner.fit()
     zombies = close_zombies(cfg)

@@ -73,9 +73,11 @@ def run_trial(params: dict, static: dict) -> None:
             _single(params, static, seeds[0], tracker, state)
         else:
             _repeated(params, static, seeds, tracker, state)
-    except BaseException:
+    except Exception:
         tracker.close("FAILED")
         raise
+    # Ray ends a trial it stops (ASHA, or done) by raising inside tune.report: that skips this line, and the
+    # driver's CloseRuns callback closes the run instead.
     tracker.close()
 
 

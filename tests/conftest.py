@@ -24,3 +24,9 @@ def toy_tokenizer(toy_dir):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(toy_dir / "tokenizer"))
+
+
+@pytest.fixture(scope="session")
+def cache(tmp_path_factory):
+    """One cache (toy model + phase-2 entries) for the whole session, so the toy MLM is built once."""
+    return tmp_path_factory.mktemp("cache")

@@ -21,11 +21,6 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="session")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")
-
-
 def toy_cfg(toy_dir, cache, *overrides):
     return load_config(ROOT / "configs/pipeline/toy.yaml",
                        [f"data_dir={toy_dir}", f"cache_dir={cache}", "tracking.enabled=false", *overrides])
@@ -113,3 +108,15 @@ def test_cli_run_writes_json_and_mlflow(toy_dir, cache, tmp_path):
     assert run.info.status == "FINISHED"
     assert math.isclose(run.data.metrics["xtreme"], results["xtreme"], rel_tol=1e-9)
     assert "target/pawsx/de/accuracy" in run.data.metrics and run.data.params["mix/mnli"] == "0.5"
+
+
+def test_corrupted_phase2_entry_is_rebuilt(toy_dir, cache, full_run):
+    entry = Path(full_run["phase2"]["dir"])
+    weights = next(p for p in entry.iterdir() if p.name.endswith(".safetensors"))
+    weights.write_bytes(weights.read_bytes()[:1000])  # a crash mid-copy, a full disk...
+    again = run_pipeline(toy_cfg(toy_dir, cache, "targets=[tatoeba]"), log=lambda *a: None)
+    assert again["phase2"]["cache_hit"] is False and again["phase2"]["dir"] == str(entry)
+    from trainables.phase2 import valid_entry
+
+    assert valid_entry(entry)
+    assert again["targets"]["tatoeba"] == full_run["targets"]["tatoeba"]  # same inputs, same seed -> same encoder

@@ -159,11 +159,20 @@ def validate(raw: dict, source: str = "config") -> PipelineConfig:
         raise XstiltsError(_first_error(exc, source)) from None
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+def resolve_preset(path: str | Path) -> Path:
+    """A preset path as given (relative to the CWD), else relative to the repository (`configs/...`)."""
+    path = Path(path)
+    return path if path.exists() or path.is_absolute() or not (REPO / path).exists() else REPO / path
+
+
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> PipelineConfig:
     """Read a YAML preset (safe_load), apply overrides, validate. Paths in it are relative to the CWD."""
     raw: dict = {}
     if path is not None:
-        path = Path(path)
+        path = resolve_preset(path)
         if not path.exists():
             raise XstiltsError(f"config file {path} not found; presets are under configs/")
         try:

@@ -1,0 +1,167 @@
+"""End-to-end searches: Ray local, a SIGKILLed driver resumed, and a real two-node cluster + MLflow server.
+
+Each search runs in its own `xstilts search` process, so Ray starts and stops with it. Everything a test
+starts (Ray nodes, an MLflow server) is stopped by PID. Slow: run with  pytest tests/test_search.py
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+N = 4
+
+
+def search_args(tmp: Path, toy_dir: Path, cache: Path, name: str, uri: str, *extra: str) -> list[str]:
+    pipeline = [f"data_dir={toy_dir}", f"cache_dir={cache}", "intermediate.steps=60", "targets=[tatoeba,xnli,pawsx]",
+                "target.max_eval_examples=60", "target.epochs={xnli: 2, pawsx: 2}", "target.max_train_examples=100"]
+    return [sys.executable, "-m", "search.cli", "search", str(ROOT / "configs/search/toy.yaml"), f"name={name}",
+            f"storage={tmp / 'searches'}", f"num_samples={N}", "max_concurrent_trials=2",
+            "overrides=" + json.dumps(pipeline), f"tracking_uri={uri}", "scheduler={grace_period: 2}", *extra]
+
+
+def children(uri: str, experiment: str) -> tuple[list, list]:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("xstilts.role") == "search"]
+    kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == (parents[0].info.run_id if parents else None)]
+    return parents, kids
+
+
+def check_search(tmp: Path, name: str, uri: str) -> dict:
+    """N trials in Optuna (finished, pruned ones as pruned), Ray and MLflow; no duplicates; the summary's best."""
+    root = tmp / "searches" / name
+    summary = json.loads((root / "summary.json").read_text())
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{root / 'optuna.db'}")
+    states = [t.state for t in study.trials]
+    assert len(states) == N and all(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in states), states
+    ray_trials = [d for d in (root / "ray").iterdir() if d.is_dir()]
+    assert len(ray_trials) == N
+    parents, kids = children(uri, f"xstilts-search-{name}")
+    assert len(parents) == 1 and parents[0].info.run_id == summary["mlflow"]["parent_run_id"]
+    numbers = sorted(int(k.data.tags["optuna.trial"]) for k in kids)
+    assert numbers == list(range(N)), numbers  # one run per trial, no duplicates
+    assert all("validation/xtreme" in k.data.metrics and k.info.status == "FINISHED" for k in kids)
+    complete = {t.number: t.value for t in study.trials if t.state == TrialState.COMPLETE}
+    assert summary["best"]["number"] == max(complete, key=complete.get)
+    assert summary["trials"][0]["mixture"] == {}  # the baseline, seeded first
+    return summary
+
+
+def test_toy_search_end_to_end(tmp_path, toy_dir, cache):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = subprocess.run(search_args(tmp_path, toy_dir, cache, "e2e", uri, "--json", str(tmp_path / "s.json")),
+                         capture_output=True, text=True, cwd=tmp_path, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = check_search(tmp_path, "e2e", uri)
+    assert json.loads((tmp_path / "s.json").read_text()) == summary
+    assert "best mixtures" in out.stdout
+    best = subprocess.run([sys.executable, "-m", "search.cli", "best", str(tmp_path / "searches" / "e2e")],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert best.returncode == 0 and f"{summary['best']['xtreme']:.2f}" in best.stdout
+
+
+def _finished_trials(db: Path, name: str) -> int:
+    try:
+        study = optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
+    except Exception:
+        return 0
+    return sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
+
+
+def test_sigkill_driver_then_resume(tmp_path, toy_dir, cache):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = search_args(tmp_path, toy_dir, cache, "crash", uri)
+    driver = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    db = tmp_path / "searches" / "crash" / "optuna.db"
+    deadline = time.time() + 600
+    while _finished_trials(db, "crash") < 1 and time.time() < deadline and driver.poll() is None:
+        time.sleep(1)
+    entries_before = {p: p.stat().st_mtime for p in cache.glob("phase2-*") if p.is_dir()}
+    assert driver.poll() is None, "the search finished before it could be killed"
+    os.kill(driver.pid, signal.SIGKILL)
+    driver.wait()
+    time.sleep(3)  # let Ray's processes notice their driver is gone
+    resumed = subprocess.run(args + ["--resume"], capture_output=True, text=True, cwd=tmp_path, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    check_search(tmp_path, "crash", uri)
+    for entry, mtime in entries_before.items():  # finished phase-2 work reused, not redone
+        assert entry.stat().st_mtime == mtime
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stop(procs):
+    for p in reversed(procs):
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in reversed(procs):
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def test_cluster_with_tracking_server(tmp_path, toy_dir, cache):
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    port, mlflow_port = _free_port(), _free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    common = ["--node-ip-address=127.0.0.1", "--num-cpus=2", "--object-store-memory=200000000", "--disable-usage-stats"]
+    procs = []
+    try:
+        procs.append(subprocess.Popen([ray_bin, "start", "--head", "--block", f"--port={port}",
+                                       "--include-dashboard=false", *common], env=env, cwd=tmp_path,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        time.sleep(6)
+        procs.append(subprocess.Popen([ray_bin, "start", "--block", f"--address=127.0.0.1:{port}", *common], env=env,
+                                      cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        procs.append(subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
+                                       f"sqlite:///{tmp_path / 'server.db'}", "--host", "127.0.0.1",
+                                       "--port", str(mlflow_port), "--workers", "1"], env=env, cwd=tmp_path,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        uri = f"http://127.0.0.1:{mlflow_port}"
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"{uri}/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(1)
+        address = ["--address", f"127.0.0.1:{port}"]
+        for _ in range(30):  # the second node registers a few seconds after the head
+            status = subprocess.run([ray_bin, "status", f"--address=127.0.0.1:{port}"], env=env,
+                                    capture_output=True, text=True)
+            if "4.0 CPU" in status.stdout or "0.0/4.0 CPU" in status.stdout:
+                break
+            time.sleep(2)
+        refused = subprocess.run(search_args(tmp_path, toy_dir, cache, "refused", f"sqlite:///{tmp_path / 'x.db'}")
+                                 + address, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+        assert refused.returncode == 2 and "only reachable" in refused.stderr and "tracking server" in refused.stderr
+        out = subprocess.run(search_args(tmp_path, toy_dir, cache, "cluster", uri, "resources={cpu: 2, gpu: 0}")
+                             + address, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=900)
+        assert out.returncode == 0, out.stderr[-3000:]
+        check_search(tmp_path, "cluster", uri)
+        _, kids = children(uri, "xstilts-search-cluster")
+        assert len({k.data.tags["node"] for k in kids}) == 2  # trials ran on both nodes
+    finally:
+        _stop(procs)
