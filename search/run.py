@@ -110,9 +110,12 @@ def run_search(cfg: SearchConfig, resume: bool = False, address: str | None = No
     console = console or Console()
     started = time.time()
     root = search_dir(cfg)
-    root.mkdir(parents=True, exist_ok=True)
     raw = pipeline_raw(cfg)
     pcfg = validate(raw)
+    from trainables.pipeline import ensure_toy_data
+
+    ensure_toy_data(pcfg, console.print)
+    root.mkdir(parents=True, exist_ok=True)
     uri = cfg.tracking_uri or pcfg.tracking.uri or default_uri()
     init_ray(address)
     check_tracking(uri)

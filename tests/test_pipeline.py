@@ -56,9 +56,11 @@ def test_learning_happened_on_english(full_run):
     assert full_run["targets"]["panx"]["languages"]["en"]["f1"] > 60
 
 
-def test_repeated_phase2_is_a_cache_hit(toy_dir, cache, full_run):
-    again = run_pipeline(toy_cfg(toy_dir, cache, "targets=[tatoeba]"), log=lambda *a: None)
+def test_repeated_trial_trains_nothing(toy_dir, cache, full_run):
+    again = run_pipeline(toy_cfg(toy_dir, cache, "targets=[tatoeba,xnli]"), log=lambda *a: None)
     assert full_run["phase2"]["cache_hit"] is False and again["phase2"]["cache_hit"] is True
+    assert full_run["phase3_cache_hits"] == 0 and again["phase3_cache_hits"] == 2
+    assert again["targets"]["xnli"] == full_run["targets"]["xnli"]
     assert again["phase2"]["dir"] == full_run["phase2"]["dir"]
     assert again["targets"]["tatoeba"] == full_run["targets"]["tatoeba"]
 
@@ -114,6 +116,9 @@ def test_corrupted_phase2_entry_is_rebuilt(toy_dir, cache, full_run):
     entry = Path(full_run["phase2"]["dir"])
     weights = next(p for p in entry.iterdir() if p.name.endswith(".safetensors"))
     weights.write_bytes(weights.read_bytes()[:1000])  # a crash mid-copy, a full disk...
+    import shutil
+
+    shutil.rmtree(cache / "phase3", ignore_errors=True)  # make phase 3 really use the rebuilt encoder
     again = run_pipeline(toy_cfg(toy_dir, cache, "targets=[tatoeba]"), log=lambda *a: None)
     assert again["phase2"]["cache_hit"] is False and again["phase2"]["dir"] == str(entry)
     from trainables.phase2 import valid_entry

@@ -27,7 +27,7 @@ from trainables.features import featurize
 from trainables.mixture import Mixture
 from trainables.model import MultiTaskModel, load_encoder
 from trainables.tasks import TASKS
-from trainables.train import epoch_batches, fit, loss_fn, mlm_batches
+from trainables.train import epoch_batches, fit, loss_fn, mlm_batches, set_seed
 
 PHASE2_VERSION = "1"  # bump when the phase-2 code changes what it produces
 MANIFEST = "xstilts-manifest.json"
@@ -86,6 +86,7 @@ def train_intermediate(cfg, base, tok, examples: dict[str, list], mixture: Mixtu
 
 def _train(cfg, base, tok, examples, mixture, probs, device, data_dir, log, tmp: Path) -> dict:
     ic = cfg.intermediate
+    set_seed(cfg.seed)  # phase 2 depends on its inputs only, not on what ran before it (a cached phase 1...)
     mlm_model = None
     if ic.mlm.weight > 0:
         from transformers import AutoModelForMaskedLM

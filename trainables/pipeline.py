@@ -12,6 +12,7 @@ Run:  python -m trainables run configs/pipeline/toy.yaml --json out.json
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -51,6 +52,18 @@ def load_all(cfg: PipelineConfig, data_dir: Path | None) -> dict:
     return out
 
 
+def ensure_toy_data(cfg: PipelineConfig, log=print) -> None:
+    """The toy world needs no download: generate it when the toy model is asked for and data_dir is empty."""
+    if cfg.model.name != "toy" or not cfg.data_dir:
+        return
+    data_dir = Path(cfg.data_dir)
+    if not data_dir.exists() or not any(data_dir.iterdir()):
+        from trainables.toy import write_toy
+
+        log(f"writing the toy benchmark to {data_dir} (seed 0)")
+        write_toy(data_dir, seed=0)
+
+
 def base_model(cfg: PipelineConfig, data_dir: Path | None, device, log) -> Path | str:
     """Phase 1: the pretrained encoder's location."""
     if cfg.model.name == "toy":
@@ -66,6 +79,7 @@ def finetune_target(cfg, task: Task, encoder_dir, tok, entry: dict, device, seed
     """Phase 3 training: a fresh head on the English training set; the best epoch on English dev is kept."""
     t = cfg.target
     qa = task.kind == "span_qa"
+    set_seed(seed + sum(map(ord, task.name)))  # each target's run is reproducible on its own (and cacheable)
     model = MultiTaskModel(load_encoder(encoder_dir)).to(device)
     model.add_head(task.name, task.kind, len(entry["labels"] or ()))
     model.heads.to(device)
@@ -131,6 +145,45 @@ def evaluate_target(cfg, task: Task, model, tok, entry: dict, device) -> dict[st
     return {s: v for s, v in out.items() if s in cfg.eval_splits and v}
 
 
+PHASE3_VERSION = "1"  # bump when phase-3 training or evaluation changes what it produces
+
+
+def phase3_key(cfg, name: str, encoder_dir, data_dir) -> str:
+    """Everything that determines one target's results: the encoder (a cache entry's own key), the target
+    settings, the seed, the evaluation splits, the retrieval layer and the target's data files."""
+    import hashlib
+    import json as _json
+
+    from trainables.phase2 import _data_fingerprint
+
+    manifest = Path(str(encoder_dir)) / "xstilts-manifest.json"
+    encoder = _json.loads(manifest.read_text()).get("key", str(encoder_dir)) if manifest.exists() else str(encoder_dir)
+    if Path(str(encoder_dir)).name.startswith("phase2-"):
+        encoder = Path(str(encoder_dir)).name
+    payload = {"encoder": encoder, "revision": cfg.model.revision, "target": cfg.target.model_dump(),
+               "seed": cfg.seed, "splits": cfg.eval_splits, "layer": cfg.model.retrieval_layer, "name": name,
+               "data": _data_fingerprint(data_dir, [name, TASKS[name].train_on or name]), "version": PHASE3_VERSION}
+    return hashlib.sha256(_json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def cached_target(cfg, name: str, encoder_dir, data_dir, compute) -> tuple[dict, bool]:
+    """One target's results from the content-addressed cache, or computed and stored (atomically)."""
+    import json as _json
+
+    path = Path(cfg.cache_dir).resolve() / "phase3" / f"{name}-{phase3_key(cfg, name, encoder_dir, data_dir)}.json"
+    if path.exists():
+        try:
+            return _json.loads(path.read_text()), True
+        except ValueError:  # a corrupted entry: recompute
+            pass
+    results = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(_json.dumps(results))
+    tmp.rename(path)
+    return results, False
+
+
 def _summary(per_target: dict[str, dict], split: str) -> dict:
     results = {t: v[split] for t, v in per_target.items() if split in v}
     scored = xtreme_score(results)
@@ -150,6 +203,7 @@ def run_pipeline(cfg: PipelineConfig, report: Report | None = None, tracker: Tra
     started = time.time()
     set_seed(cfg.seed)
     device = pick_device(cfg.device)
+    ensure_toy_data(cfg, log)
     data_dir = Path(cfg.data_dir).resolve() if cfg.data_dir else None
     data = load_all(cfg, data_dir)
     base = base_model(cfg, data_dir, device, log)
@@ -167,17 +221,23 @@ def run_pipeline(cfg: PipelineConfig, report: Report | None = None, tracker: Tra
     timing = {"phase1_and_data_s": t1 - started, "phase2_s": time.time() - t1}
     per_target: dict[str, dict] = dict(done or {})
     order = sorted(cfg.targets, key=lambda t: TASKS[t].kind != "retrieval")  # cheap retrieval rung first
-    retrieval_model = None
+    retrieval_model, hits = None, 0
     for rung, name in enumerate(order, start=1):
         task, t0 = TASKS[name], time.time()
         if name in per_target:  # finished before a restart
             continue
-        if task.kind == "retrieval":
-            retrieval_model = retrieval_model or MultiTaskModel(load_encoder(encoder_dir)).to(device)
-            model = retrieval_model
-        else:
-            model = finetune_target(cfg, task, encoder_dir, tok, data["targets"][name], device, cfg.seed)
-        per_target[name] = evaluate_target(cfg, task, model, tok, data["targets"][name], device)
+
+        def compute(task=task, name=name):
+            nonlocal retrieval_model
+            if task.kind == "retrieval":
+                retrieval_model = retrieval_model or MultiTaskModel(load_encoder(encoder_dir)).to(device)
+                model = retrieval_model
+            else:
+                model = finetune_target(cfg, task, encoder_dir, tok, data["targets"][name], device, cfg.seed)
+            return evaluate_target(cfg, task, model, tok, data["targets"][name], device)
+
+        per_target[name], hit = cached_target(cfg, name, encoder_dir, data_dir, compute)
+        hits += hit
         timing[f"target/{name}_s"] = time.time() - t0
         partial = {s: _summary(per_target, s) for s in cfg.eval_splits}
         for s, summ in partial.items():
@@ -190,6 +250,7 @@ def run_pipeline(cfg: PipelineConfig, report: Report | None = None, tracker: Tra
     results = {"name": cfg.name, **final, "validation": _summary(per_target, "validation"),
                "mixture": probs, "base_model": cfg.model.name, "seed": cfg.seed, "phase2": phase2,
                "timing": {**timing, "total_s": time.time() - started}, "config": cfg.model_dump()}
-    tracker.log_metrics({"time/total_s": results["timing"]["total_s"]})
+    results["phase3_cache_hits"] = hits
+    tracker.log_metrics({"time/total_s": results["timing"]["total_s"], "phase3_cache_hits": hits})
     tracker.log_dict(results, "results.json")
     return results
