@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -136,6 +137,9 @@ def run_search(cfg: SearchConfig, resume: bool = False, address: str | None = No
     if json_path:
         _write(Path(json_path), summary)
     parent.log_dict(summary, "summary.json")
+    table_console = Console(record=True, width=160, file=open(os.devnull, "w"))
+    table_console.print(summary_table(summary, top=len(summary["trials"])))
+    parent.client.log_text(parent.run_id, table_console.export_text(), "summary_table.txt")
     if summary["best"]:
         parent.log_metrics({"best/validation_xtreme": summary["best"]["xtreme"],
                             **({"best/test_xtreme": summary["best"]["test_xtreme"]}

@@ -10,7 +10,6 @@ a restarted trial finds its run again by tag instead of creating a duplicate.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from pathlib import Path
 
@@ -116,10 +115,3 @@ def _repeated(params, static, seeds, tracker, state) -> None:
                "test/xtreme": float(test.mean()), "test/xtreme_std": float(test.std()), "repeats": len(val)}
     tracker.log_metrics(metrics)
     _report(metrics, state)
-
-
-def fan_out_env() -> None:
-    """Keep each trial's PyTorch to its own CPUs when several trials share a machine."""
-    ctx = ray.get_runtime_context()
-    cpus = int(ctx.get_assigned_resources().get("CPU", 1) or 1)
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cpus)))

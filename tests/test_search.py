@@ -75,6 +75,23 @@ def test_toy_search_end_to_end(tmp_path, toy_dir, cache):
     assert best.returncode == 0 and f"{summary['best']['xtreme']:.2f}" in best.stdout
 
 
+def test_repeats_report_mean_and_spread(tmp_path, toy_dir, cache):
+    """repeats=2: each configuration runs two seeds; the objective is their mean, the spread is logged."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = search_args(tmp_path, toy_dir, cache, "rep", uri, "repeats=2")
+    args[args.index(f"num_samples={N}")] = "num_samples=2"
+    out = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    _, kids = children(uri, "xstilts-search-rep")
+    assert len(kids) == 2
+    for k in kids:
+        assert k.data.metrics["repeats"] == 2 and "validation/xtreme_std" in k.data.metrics
+    study = optuna.load_study(study_name="rep", storage=f"sqlite:///{tmp_path / 'searches/rep/optuna.db'}")
+    by_number = {int(k.data.tags["optuna.trial"]): k.data.metrics["validation/xtreme"] for k in kids}
+    assert {t.number: t.value for t in study.trials} == pytest.approx(by_number)
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+
+
 def _finished_trials(db: Path, name: str) -> int:
     try:
         study = optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
