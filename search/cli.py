@@ -8,6 +8,8 @@
   xstilts search [CONFIG] [key=value ...] [--resume] [--address ADDR] [--json FILE]
                                                        Ray Tune + Optuna search (default: the toy search)
   xstilts best [CONFIG | SEARCH_DIR]                   the best trial of a finished or running search
+  xstilts report [CONFIG | SEARCH_DIR] [--split test] [--json FILE]   paper-style table, plots, cost
+  xstilts scaling CONFIG [key=value ...]               gain over each model's own baseline vs model size
   xstilts ui [--port N]                                the MLflow UI on 127.0.0.1 for the local store
 
 Errors a user can fix print one line (`error: ...`) and exit with status 2.
@@ -144,6 +146,43 @@ def best(target: Optional[str] = typer.Argument(None, metavar="[CONFIG | SEARCH_
     if summary["best"] is None:
         raise XstiltsError(f"search {cfg.name!r} has no finished trial yet")
     console.print(summary_table(summary, top=1))
+
+
+@app.command()
+def report(target: Optional[str] = typer.Argument(None, metavar="[CONFIG | SEARCH_DIR]"),
+           split: str = typer.Option("validation", help="validation (selection split) or test."),
+           json_file: Optional[Path] = typer.Option(None, "--json", help="Write the report JSON here.")) -> None:
+    """Paper-style table (rows: baseline, single tasks, mixtures; deltas vs baseline), plots, cost."""
+    from search.report import make_report
+
+    if split not in ("validation", "test"):
+        raise XstiltsError(f"--split must be validation or test, not {split!r}")
+    report_ = make_report(_search_dir(target), split)
+    from search.report import markdown
+
+    print(markdown(report_))
+    console.print("plots: " + ", ".join(report_["plots"]))
+    if json_file:
+        json_file.write_text(json.dumps(report_, indent=1))
+
+
+def _search_dir(target: Optional[str]) -> Path:
+    path = Path(target or DEFAULT_SEARCH)
+    if path.is_dir():
+        return path.resolve()
+    from search.config import load_search_config
+    from search.tuner import search_dir
+
+    return search_dir(load_search_config(path))
+
+
+@app.command()
+def scaling(args: List[str] = typer.Argument(..., metavar="CONFIG [KEY=VALUE]..."),
+            address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address.")) -> None:
+    """The scaling study: the same configurations and seeds on base models of increasing size."""
+    from search.scaling import load_scaling_config, run_scaling
+
+    run_scaling(load_scaling_config(args[0], args[1:]), address, console)
 
 
 @app.command()

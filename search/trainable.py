@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +67,7 @@ def run_trial(params: dict, static: dict) -> None:
     trial_id = tune.get_context().get_trial_id()
     tracker = _tracker(static, params, trial_id, state)
     state["mlflow_run_id"] = tracker.run_id
+    state["_since"] = time.time()
     seeds = [static["seed"] + k for k in range(static["repeats"])]
     try:
         if len(seeds) == 1:
@@ -80,7 +82,16 @@ def run_trial(params: dict, static: dict) -> None:
     tracker.close()
 
 
-def _report(metrics: dict, state: dict) -> None:
+def _report(metrics: dict, state: dict, static: dict | None = None, tracker=None) -> None:
+    if static is not None:  # cost so far: wall time of this trial (all attempts) x its resources
+        now = time.time()
+        state["elapsed_s"] = state.get("elapsed_s", 0.0) + now - state.pop("_since", now)
+        state["_since"] = now
+        hours = state["elapsed_s"] / 3600
+        cost = {"cost/cpu_hours": hours * static["cpu"], "cost/gpu_hours": hours * static["gpu"]}
+        metrics = {**metrics, **cost}
+        if tracker is not None:
+            tracker.log_metrics(cost)
     with tempfile.TemporaryDirectory() as d:
         (Path(d) / STATE).write_text(json.dumps(state))
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
@@ -94,7 +105,7 @@ def _single(params, static, seed, tracker, state) -> None:
 
     def report(metrics: dict, pstate: dict) -> None:
         state["per_target"] = pstate["per_target"]
-        _report({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, state)
+        _report({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, state, static, tracker)
 
     results = run_pipeline(cfg, report=report, tracker=tracker, log=lambda *a: None,
                            done=state.get("per_target"))
@@ -102,16 +113,25 @@ def _single(params, static, seed, tracker, state) -> None:
 
 
 def _repeated(params, static, seeds, tracker, state) -> None:
-    """Several seeds of one configuration: the objective is their mean, the spread is logged. One report."""
-    scores: dict[str, list] = state.setdefault("repeats", {})
+    """Several seeds of one configuration: the objective is their mean, the spread is logged. One report.
+    Per-seed XTREME (`seed/<s>/validation_xtreme`) and per-target means are logged for reports."""
+    scores: dict[str, dict] = state.setdefault("repeats", {})
     for seed in seeds:
         if str(seed) in scores:
             continue
-        results = run_pipeline(pipeline_config(params, static, seed), log=lambda *a: None)
-        scores[str(seed)] = [results["validation"]["xtreme"], results["xtreme"]]
-    val = np.array([v[0] for v in scores.values()])
-    test = np.array([v[1] for v in scores.values()])
-    metrics = {METRIC: float(val.mean()), "validation/xtreme_std": float(val.std()),
+        r = run_pipeline(pipeline_config(params, static, seed), log=lambda *a: None)
+        scores[str(seed)] = {"val": r["validation"]["xtreme"], "test": r["xtreme"],
+                             "val_targets": {t: e["score"] for t, e in r["validation"]["targets"].items()},
+                             "test_targets": {t: e["score"] for t, e in r["targets"].items()}}
+        tracker.log_metrics({f"seed/{seed}/validation_xtreme": r["validation"]["xtreme"],
+                             f"seed/{seed}/test_xtreme": r["xtreme"]})
+    val = np.array([v["val"] for v in scores.values()])
+    test = np.array([v["test"] for v in scores.values()])
+    per_target = {}
+    for key, prefix in (("val_targets", "validation/"), ("test_targets", "")):
+        for t in next(iter(scores.values()))[key]:
+            per_target[f"{prefix}target/{t}/score"] = float(np.mean([v[key][t] for v in scores.values()]))
+    metrics = {METRIC: float(val.mean()), "validation/xtreme_std": float(val.std()), "xtreme": float(test.mean()),
                "test/xtreme": float(test.mean()), "test/xtreme_std": float(test.std()), "repeats": len(val)}
-    tracker.log_metrics(metrics)
-    _report(metrics, state)
+    tracker.log_metrics({**metrics, **per_target})
+    _report(metrics, state, static, tracker)

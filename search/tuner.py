@@ -91,7 +91,7 @@ def check_tracking(uri: str) -> None:
 def _static(cfg: SearchConfig, pipeline_raw: dict, uri: str, parent: str | None) -> dict:
     return {"name": cfg.name, "pipeline": pipeline_raw, "candidates": list(cfg.candidates), "tracking_uri": uri,
             "experiment": cfg.experiment_name, "parent_run_id": parent, "seed": pipeline_raw.get("seed", 0),
-            "repeats": cfg.repeats}
+            "repeats": cfg.repeats, "cpu": cfg.resources.cpu, "gpu": cfg.resources.gpu}
 
 
 def pipeline_raw(cfg: SearchConfig) -> dict:

@@ -1,0 +1,89 @@
+"""Report plots (PNG, matplotlib's Agg backend; no display needed).
+
+  history.png        optimisation history: each trial's objective, pruned trials hollow, best so far
+  weights.png        mixture probability of each candidate task against the trial's XTREME
+  gain_heatmap.png   intermediate configuration x target gain over the baseline (the paper's grid)
+  scaling.png        gain against base-model size, mean and 95 % interval over seeds
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def history_plot(summary: dict, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    done = [(t["number"], t["xtreme"]) for t in summary["trials"] if t["xtreme"] is not None]
+    pruned = [t["number"] for t in summary["trials"] if t["state"] == "PRUNED"]
+    if done:
+        xs, ys = zip(*sorted(done))
+        ax.scatter(xs, ys, color="tab:blue", label="complete", zorder=3)
+        ax.step(xs, np.maximum.accumulate(ys), where="post", color="tab:orange", label="best so far")
+    for n in pruned:
+        ax.axvline(n, color="0.85", lw=1, zorder=1)
+    ax.set_xlabel("trial")
+    ax.set_ylabel("validation XTREME")
+    ax.set_title(f"{summary['name']}: optimisation history ({len(pruned)} pruned, grey)")
+    ax.legend(loc="lower right")
+    return _save(fig, path)
+
+
+def weight_plot(trials: list[dict], path: Path) -> Path:
+    tasks = sorted({t for tr in trials for t in tr["mixture"]}) or ["(none)"]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3 * len(tasks), 3), sharey=True, squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        ax.scatter([tr["mixture"].get(task, 0.0) for tr in trials], [tr["xtreme"] for tr in trials], alpha=0.8)
+        ax.set_xlabel(f"p({task})")
+        ax.set_xlim(-0.05, 1.05)
+    axes[0][0].set_ylabel("XTREME")
+    fig.suptitle("mixture probability vs score")
+    return _save(fig, path)
+
+
+def gain_heatmap(report: dict, path: Path) -> Path:
+    rows = [r for r in report["rows"] if r["label"] != "baseline"] or report["rows"]
+    targets = report["targets"]
+    grid = np.array([[r["delta"].get(x, 0.0) for x in targets] for r in rows])
+    fig, ax = plt.subplots(figsize=(1.1 * len(targets) + 3, 0.5 * len(rows) + 1.8))
+    lim = max(1.0, float(np.abs(grid).max()))
+    im = ax.imshow(grid, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
+    ax.set_xticks(range(len(targets)), targets, rotation=45, ha="right")
+    ax.set_yticks(range(len(rows)), [r["label"][:28] for r in rows])
+    for i in range(grid.shape[0]):
+        for j in range(grid.shape[1]):
+            ax.text(j, i, f"{grid[i, j]:+.1f}", ha="center", va="center", fontsize=8,
+                    color="white" if abs(grid[i, j]) > lim / 2 else "black")
+    fig.colorbar(im, ax=ax, label="gain over baseline (points)")
+    ax.set_title("intermediate x target gain")
+    return _save(fig, path)
+
+
+def scaling_plot(points: list[dict], path: Path) -> Path:
+    """points: [{"model", "params", "gain", "low", "high"}] per (model, configuration)."""
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for label in sorted({p["label"] for p in points}):
+        ps = sorted((p for p in points if p["label"] == label), key=lambda p: p["params"])
+        xs = [p["params"] for p in ps]
+        ys = [p["gain"] for p in ps]
+        err = [[p["gain"] - p["low"] for p in ps], [p["high"] - p["gain"] for p in ps]]
+        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=label)
+    ax.axhline(0, color="0.6", lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("base-model parameters")
+    ax.set_ylabel("XTREME gain over own baseline")
+    ax.set_title("does the intermediate-task gain shrink with scale?")
+    ax.legend(fontsize=8)
+    return _save(fig, path)

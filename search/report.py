@@ -1,0 +1,154 @@
+"""`xstilts report SEARCH`: the paper-style table of a finished search, plots, and cost.
+
+Rows: the baseline, each single intermediate task, then multi-task and searched mixtures (the best trial
+per distinct mixture). Columns: each target's score and XTREME. Deltas are points against the baseline.
+"Best model per target" picks, per target, the row that scores best on it and averages those scores, as the
+paper computes its +5.4. Scores come from the trials' logged MLflow metrics (validation by default;
+`--split test` for the test split, scored but never selected on). Outputs go to `<search>/report/`
+(report.md, report.csv, report.json, PNGs) and to the search's parent MLflow run.
+
+  xstilts report configs/search/toy.yaml          (or a search folder: runs/searches/toy)
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from trainables.errors import XstiltsError
+from trainables.metrics import CATEGORIES
+from trainables.mixture import Mixture
+from trainables.tasks import TARGETS
+
+
+def _trial_rows(info: dict, split: str) -> list[dict]:
+    """One entry per finished trial: mixture, per-target scores, XTREME, cost — read off MLflow."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(info["tracking_uri"])
+    exp = client.get_experiment_by_name(info["experiment"])
+    runs = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{info['parent_run_id']}'",
+                              max_results=5000)
+    prefix = "validation/" if split == "validation" else ""
+    out = []
+    for run in runs:
+        m, p = run.data.metrics, run.data.params
+        targets = {k[len(prefix) + 7:-6]: v for k, v in m.items()
+                   if k.startswith(f"{prefix}target/") and k.endswith("/score") and k.count("/") == 2 + bool(prefix)}
+        if f"{prefix}xtreme" not in m or not targets:
+            continue
+        weights = {k[7:]: float(v) for k, v in p.items() if k.startswith("weight/") and float(v) > 0}
+        out.append({"trial": run.data.tags.get("optuna.trial"), "run_id": run.info.run_id,
+                    "mixture": Mixture(weights).probabilities(), "targets": targets, "xtreme": m[f"{prefix}xtreme"],
+                    "cpu_hours": m.get("cost/cpu_hours", 0.0), "gpu_hours": m.get("cost/gpu_hours", 0.0),
+                    "params": dict(p)})
+    return out
+
+
+def _cost(info: dict) -> dict:
+    """Accelerator-hours (CPU-hours locally) of every trial of the search, pruned ones included."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(info["tracking_uri"])
+    exp = client.get_experiment_by_name(info["experiment"])
+    runs = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{info['parent_run_id']}'",
+                              max_results=5000)
+    return {"trials": len(runs), "cpu_hours": sum(r.data.metrics.get("cost/cpu_hours", 0.0) for r in runs),
+            "gpu_hours": sum(r.data.metrics.get("cost/gpu_hours", 0.0) for r in runs)}
+
+
+def label_of(mixture: dict) -> str:
+    if not mixture:
+        return "baseline"
+    if len(mixture) == 1:
+        return next(iter(mixture))
+    return " + ".join(f"{t} {p:.2f}" for t, p in sorted(mixture.items(), key=lambda kv: -kv[1]))
+
+
+def build_rows(trials: list[dict]) -> dict:
+    complete = [t for t in trials if set(t["targets"]) >= set(max((x["targets"] for x in trials), key=len))]
+    best: dict[str, dict] = {}
+    for t in complete:  # the best trial per distinct mixture (e.g. over learning rates)
+        key = label_of(t["mixture"])
+        if key not in best or t["xtreme"] > best[key]["xtreme"]:
+            best[key] = t
+    order = sorted(best, key=lambda k: (k != "baseline", len(best[k]["mixture"]) != 1, -best[k]["xtreme"]))
+    base = best.get("baseline")
+    rows = []
+    for key in order:
+        t = best[key]
+        delta = {x: v - base["targets"][x] for x, v in t["targets"].items() if base and x in base["targets"]}
+        if base:
+            delta["xtreme"] = t["xtreme"] - base["xtreme"]
+        rows.append({"label": key, "mixture": t["mixture"], "targets": t["targets"], "xtreme": t["xtreme"],
+                     "delta": delta, "trial": t["trial"], "mlflow_run_id": t["run_id"], "gpu_hours": t["gpu_hours"], "cpu_hours": t["cpu_hours"]})
+    targets = [x for x in TARGETS if rows and x in rows[0]["targets"]]
+    best_per_target = {x: max(rows, key=lambda r: r["targets"][x])["label"] for x in targets}
+    per_target_scores = [max(r["targets"][x] for r in rows) for x in targets]
+    return {"rows": rows, "targets": targets, "best_per_target": best_per_target,
+            "best_per_target_xtreme": sum(per_target_scores) / len(per_target_scores) if targets else None,
+            "baseline_xtreme": base["xtreme"] if base else None}
+
+
+def markdown(report: dict) -> str:
+    targets = report["targets"]
+    lines = ["| configuration | " + " | ".join(targets) + " | XTREME |",
+             "|---|" + "---:|" * (len(targets) + 1)]
+    for r in report["rows"]:
+        cells = [f"{r['targets'][x]:.1f}" + (f" ({r['delta'][x]:+.1f})" if r["label"] != "baseline" and x in r["delta"] else "")
+                 for x in targets]
+        xt = f"{r['xtreme']:.2f}" + (f" ({r['delta']['xtreme']:+.2f})" if "xtreme" in r["delta"] and r["label"] != "baseline" else "")
+        lines.append(f"| {r['label']} | " + " | ".join(cells) + f" | {xt} |")
+    if report["best_per_target_xtreme"] is not None:
+        per = ", ".join(f"{x}: {lab}" for x, lab in report["best_per_target"].items())
+        gain = ("" if report["baseline_xtreme"] is None
+                else f" ({report['best_per_target_xtreme'] - report['baseline_xtreme']:+.2f} vs baseline)")
+        lines += ["", f"Best model per target: XTREME {report['best_per_target_xtreme']:.2f}{gain} — {per}"]
+    c = report["cost"]
+    lines += ["", f"Cost: {c['gpu_hours']:.3f} GPU-hours, {c['cpu_hours']:.3f} CPU-hours over {c['trials']} trials "
+                  f"(pruned ones included)."]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(report: dict) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["label", *report["targets"], "xtreme", *[f"delta_{x}" for x in report["targets"]], "delta_xtreme"])
+    for r in report["rows"]:
+        w.writerow([r["label"], *[f"{r['targets'][x]:.4f}" for x in report["targets"]], f"{r['xtreme']:.4f}",
+                    *[f"{r['delta'].get(x, 0.0):.4f}" for x in report["targets"]], f"{r['delta'].get('xtreme', 0.0):.4f}"])
+    return buf.getvalue()
+
+
+def make_report(search_dir: Path, split: str = "validation", log_to_mlflow: bool = True) -> dict:
+    from search.plots import gain_heatmap, history_plot, weight_plot
+
+    state = search_dir / "search.json"
+    if not state.exists():
+        raise XstiltsError(f"{search_dir} holds no search (no search.json); run `xstilts search` first")
+    info = json.loads(state.read_text())
+    trials, cost = _trial_rows(info, split), _cost(info)
+    if not trials:
+        raise XstiltsError(f"search {search_dir.name!r} has no trial with {split} scores yet")
+    report = build_rows(trials)
+    report.update({"split": split, "n_trials": len(trials), "cost": cost,
+                   "categories": {c: [x for x in members if x in report["targets"]] for c, members in CATEGORIES.items()}})
+    out = search_dir / "report"
+    out.mkdir(exist_ok=True)
+    summary = json.loads((search_dir / "summary.json").read_text()) if (search_dir / "summary.json").exists() else None
+    plots = [history_plot(summary, out / "history.png") if summary else None,
+             weight_plot(trials, out / "weights.png"), gain_heatmap(report, out / "gain_heatmap.png")]
+    report["plots"] = [str(p) for p in plots if p]
+    (out / "report.md").write_text(markdown(report))
+    (out / "report.csv").write_text(to_csv(report))
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    if log_to_mlflow:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(info["tracking_uri"])
+        for f in ["report.md", "report.csv", "report.json", *[Path(p).name for p in report["plots"]]]:
+            client.log_artifact(info["parent_run_id"], str(out / f), "report")
+        client.log_metric(info["parent_run_id"], "report/best_per_target_xtreme", report["best_per_target_xtreme"])
+    return report

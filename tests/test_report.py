@@ -1,0 +1,162 @@
+"""Study reports on a finished toy search: the table equals the trials' logged metrics, plots are real
+images, the toy scaling study yields its table and plot, and the MLflow UI shows the search in a browser.
+
+Slow (runs a small search and a small scaling study). Run: pytest tests/test_report.py
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+PIPELINE = ["intermediate.steps=60", "targets=[tatoeba,xnli,pawsx]", "target.max_eval_examples=60",
+            "target.epochs={xnli: 2, pawsx: 2}", "target.max_train_examples=100"]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, toy_dir, cache):
+    tmp = tmp_path_factory.mktemp("report")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    overrides = json.dumps([f"data_dir={toy_dir}", f"cache_dir={cache}", *PIPELINE])
+    out = subprocess.run([sys.executable, "-m", "search.cli", "search", "name=rep", f"storage={tmp / 'searches'}",
+                          "num_samples=5", "overrides=" + overrides, f"tracking_uri={uri}", "scheduler={enabled: false}",
+                          "points_to_evaluate=[{}, {mnli: 1.0}, {qqp: 1.0}, {mnli: 0.5, qqp: 0.5}]"],
+                         capture_output=True, text=True, cwd=tmp, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = subprocess.run([sys.executable, "-m", "search.cli", "report", str(tmp / "searches" / "rep"),
+                             "--json", str(tmp / "report.json")], capture_output=True, text=True, cwd=tmp)
+    assert report.returncode == 0, report.stderr[-3000:]
+    return tmp, uri, json.loads((tmp / "report.json").read_text())
+
+
+def test_table_rows_and_columns(finished):
+    _, _, report = finished
+    labels = [r["label"] for r in report["rows"]]
+    assert labels[0] == "baseline" and {"mnli", "qqp"} <= set(labels[1:3])
+    assert any("+" in l for l in labels)  # the multi-task mixture
+    assert report["targets"] == ["xnli", "pawsx", "tatoeba"]
+    for row in report["rows"]:
+        assert set(row["targets"]) == set(report["targets"]) and set(row["delta"]) == set(report["targets"]) | {"xtreme"}
+
+
+def test_numbers_equal_the_trials_logged_metrics(finished):
+    _, uri, report = finished
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    base = report["rows"][0]
+    for row in report["rows"]:
+        m = client.get_run(row["mlflow_run_id"]).data.metrics
+        assert row["xtreme"] == m["validation/xtreme"]
+        for t in report["targets"]:
+            assert row["targets"][t] == m[f"validation/target/{t}/score"]
+            assert row["delta"][t] == pytest.approx(row["targets"][t] - base["targets"][t])
+    best = np.mean([max(r["targets"][t] for r in report["rows"]) for t in report["targets"]])
+    assert report["best_per_target_xtreme"] == pytest.approx(best)
+    assert report["cost"]["trials"] == 5 and report["cost"]["cpu_hours"] > 0
+
+
+def test_plots_exist_and_are_not_blank(finished):
+    import matplotlib.pyplot as plt
+
+    _, _, report = finished
+    assert {Path(p).name for p in report["plots"]} == {"history.png", "weights.png", "gain_heatmap.png"}
+    for p in report["plots"]:
+        img = plt.imread(p)
+        assert img.shape[0] > 100 and img.shape[1] > 100 and img[..., :3].std() > 0.05, p
+
+
+def test_toy_scaling_study(tmp_path, toy_dir, cache):
+    cfg = tmp_path / "scaling.yaml"
+    search_over = json.dumps([f"storage={tmp_path / 'searches'}", f"tracking_uri=sqlite:///{tmp_path / 'm.db'}",
+                              "intermediate_lr=null", "max_concurrent_trials=2",
+                              "overrides=" + json.dumps([f"data_dir={toy_dir}", f"cache_dir={cache}", *PIPELINE,
+                                                         "targets=[xnli]", "model.mlm_steps=600"])])
+    cfg.write_text(f"""name: sc
+search: configs/search/toy.yaml
+overrides: {search_over}
+models:
+  - {{label: tiny, overrides: ["model.hidden_size=32", "model.layers=1", "model.heads=2"]}}
+  - {{label: small, overrides: ["model.hidden_size=64", "model.layers=2", "model.heads=2"]}}
+configurations: [{{}}, {{mnli: 1.0}}]
+seeds: 2
+""")
+    out = subprocess.run([sys.executable, "-m", "search.cli", "scaling", str(cfg)], capture_output=True, text=True,
+                         cwd=ROOT, timeout=1200)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads((tmp_path / "searches" / "sc" / "scaling.json").read_text())
+    assert [m["model"] for m in result["models"]] == ["tiny", "small"]
+    assert result["models"][0]["params"] < result["models"][1]["params"]
+    for m in result["models"]:
+        g = m["gains"]["mnli"]
+        assert g["n"] == 2 and g["low"] <= g["gain"] <= g["high"]
+    assert "mnli" in result["trend"] and "gain changes by" in out.stdout
+    import matplotlib.pyplot as plt
+
+    assert plt.imread(result["plot"])[..., :3].std() > 0.05
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")),
+                    reason="needs Debian's chromium and chromium-driver (installed by .ci/setup)")
+def test_mlflow_ui_in_a_browser(finished):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    tmp, uri, report = finished
+    port = _free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    ui = subprocess.Popen([sys.executable, "-m", "search.cli", "ui", "--port", str(port), "--store", uri],
+                          cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    driver = None
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(1)
+        from mlflow import MlflowClient
+
+        exp = MlflowClient(uri).get_experiment_by_name("xstilts-search-rep")
+        opts = webdriver.ChromeOptions()
+        for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                     "--window-size=1600,1000", f"--user-data-dir={tmp / 'chrome'}"):
+            opts.add_argument(flag)
+        opts.binary_location = shutil.which("chromium")
+        driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
+        driver.get(f"http://127.0.0.1:{port}/#/experiments/{exp.experiment_id}")
+        text = ""
+        for _ in range(60):  # the UI renders client-side
+            text = driver.find_element("tag name", "body").text
+            if "search-rep" in text and "xtreme" in text:
+                break
+            time.sleep(1)
+        driver.save_screenshot(str(tmp / "mlflow_ui.png"))
+        shutil.copy(tmp / "mlflow_ui.png", ROOT / ".xstilts" / "mlflow_ui.png") if (ROOT / ".xstilts").exists() else None
+        assert "search-rep" in text, text[:2000]
+        assert "xtreme" in text, text[:2000]
+        assert "trial-" in text, text[:2000]  # the nested trial runs are listed under the parent
+    finally:
+        if driver:
+            driver.quit()
+        ui.send_signal(signal.SIGTERM)
+        ui.wait(timeout=30)
