@@ -69,6 +69,9 @@ def run_trial(params: dict, static: dict) -> None:
     state["mlflow_run_id"] = tracker.run_id
     state["_since"] = time.time()
     seeds = [static["seed"] + k for k in range(static["repeats"])]
+    mix = mixture_of(params, static["candidates"])
+    tracker.log_params({**{f"weight/{t}": mix.get(t, 0.0) for t in static["candidates"]},
+                        **{k: v for k, v in params.items() if not k.startswith(("use_", "w_"))}})
     try:
         if len(seeds) == 1:
             _single(params, static, seeds[0], tracker, state)
@@ -99,9 +102,6 @@ def _report(metrics: dict, state: dict, static: dict | None = None, tracker=None
 
 def _single(params, static, seed, tracker, state) -> None:
     cfg = pipeline_config(params, static, seed)
-    mix = mixture_of(params, static["candidates"])
-    tracker.log_params({**{f"weight/{t}": mix.get(t, 0.0) for t in static["candidates"]},
-                        **{k: v for k, v in params.items() if not k.startswith(("use_", "w_"))}})
 
     def report(metrics: dict, pstate: dict) -> None:
         state["per_target"] = pstate["per_target"]

@@ -113,6 +113,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _wait_for(driver, needles, seconds=60) -> str:
+    """Body text once every needle shows (the UI renders client-side), or whatever shows at the deadline."""
+    text = ""
+    for _ in range(seconds):
+        text = driver.find_element("tag name", "body").text
+        if all(n in text for n in needles):
+            break
+        time.sleep(1)
+    return text
+
+
 @pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")),
                     reason="needs Debian's chromium and chromium-driver (installed by .ci/setup)")
 def test_mlflow_ui_in_a_browser(finished):
@@ -143,18 +154,19 @@ def test_mlflow_ui_in_a_browser(finished):
             opts.add_argument(flag)
         opts.binary_location = shutil.which("chromium")
         driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
-        driver.get(f"http://127.0.0.1:{port}/#/experiments/{exp.experiment_id}")
-        text = ""
-        for _ in range(60):  # the UI renders client-side
-            text = driver.find_element("tag name", "body").text
-            if "search-rep" in text and "xtreme" in text:
-                break
-            time.sleep(1)
-        driver.save_screenshot(str(tmp / "mlflow_ui.png"))
-        shutil.copy(tmp / "mlflow_ui.png", ROOT / ".xstilts" / "mlflow_ui.png") if (ROOT / ".xstilts").exists() else None
-        assert "search-rep" in text, text[:2000]
-        assert "xtreme" in text, text[:2000]
-        assert "trial-" in text, text[:2000]  # the nested trial runs are listed under the parent
+        assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # opens on the runs, not GenAI
+        driver.get(f"http://127.0.0.1:{port}/#/experiments/{exp.experiment_id}/runs")
+        text = _wait_for(driver, ["search-rep", "6 matching runs"])
+        driver.save_screenshot(str(tmp / "mlflow_ui_experiment.png"))
+        assert "search-rep" in text and "6 matching runs" in text, text[:2000]  # the parent + its 5 trials
+        trial = next(r for r in report["rows"] if r["label"] == "mnli")
+        driver.get(f"http://127.0.0.1:{port}/#/experiments/{exp.experiment_id}/runs/{trial['mlflow_run_id']}")
+        text = _wait_for(driver, [f"trial-{trial['trial']}", "xtreme"])
+        driver.save_screenshot(str(tmp / "mlflow_ui_trial.png"))
+        assert f"trial-{trial['trial']}" in text and "search-rep" in text and "xtreme" in text, text[:2000]
+        if (ROOT / ".xstilts").exists():
+            for name in ("mlflow_ui_experiment.png", "mlflow_ui_trial.png"):
+                shutil.copy(tmp / name, ROOT / ".xstilts" / name)
     finally:
         if driver:
             driver.quit()

@@ -46,6 +46,14 @@ def default_uri() -> str:
     return f"sqlite:///{store / 'mlflow.db'}"
 
 
+def artifact_location(uri: str, experiment: str) -> str | None:
+    """Artifacts of a SQLite store live beside the database (MLflow's default, ./mlruns, would follow the
+    CWD of whichever process logs first); a tracking server manages its own."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri[len("sqlite:///"):]).resolve().parent / "artifacts" / experiment).as_uri()
+
+
 class MlflowTracker:
     """One MLflow run (optionally nested under `parent_run_id`), written through MlflowClient in batches."""
 
@@ -57,7 +65,11 @@ class MlflowTracker:
         self.client = MlflowClient(self.uri)
         try:
             exp = self.client.get_experiment_by_name(experiment)
-            exp_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
+            exp_id = exp.experiment_id if exp else self.client.create_experiment(
+                experiment, artifact_location=artifact_location(self.uri, experiment))
+            if not exp or exp.tags.get("mlflow.experimentKind") != "custom_model_development":
+                # MLflow 3 otherwise opens experiments in its GenAI view; these are training runs
+                self.client.set_experiment_tag(exp_id, "mlflow.experimentKind", "custom_model_development")
         except Exception as exc:
             raise XstiltsError(f"MLflow tracking store {self.uri} is unreachable ({type(exc).__name__}); start the "
                                f"server, fix tracking.uri, or set tracking.enabled=false") from None
