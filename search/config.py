@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from trainables.config import _first_error, apply_overrides, resolve_preset
+from trainables.config import _first_error, apply_overrides, read_preset
 from trainables.errors import XstiltsError
 from trainables.tasks import INTERMEDIATE
 
@@ -91,16 +90,9 @@ class SearchConfig(Strict):
 
 def load_search_config(path: str | Path | None, overrides: list[str] = ()) -> SearchConfig:
     raw: dict = {}
-    source = str(path or "search config")
     if path is not None:
-        path = resolve_preset(path)
-        if not path.exists():
-            raise XstiltsError(f"search config {path} not found; presets are under configs/search/")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError:
-            raise XstiltsError(f"malformed YAML in {path}; fix the syntax") from None
+        path, raw = read_preset(path, "search config")
     try:
         return SearchConfig.model_validate(apply_overrides(raw, list(overrides)))
     except ValidationError as exc:
-        raise XstiltsError(_first_error(exc, source)) from None
+        raise XstiltsError(_first_error(exc, str(path or "search config"))) from None

@@ -17,10 +17,9 @@ import math
 from pathlib import Path
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from trainables.config import _first_error, resolve_preset
+from trainables.config import _first_error
 from trainables.errors import XstiltsError
 
 T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26}  # two-sided t, df = n-1
@@ -44,17 +43,13 @@ class ScalingConfig(BaseModel):
 
 
 def load_scaling_config(path, overrides=()) -> ScalingConfig:
-    from trainables.config import apply_overrides
+    from trainables.config import apply_overrides, read_preset
 
-    path = resolve_preset(path)
-    if not path.exists():
-        raise XstiltsError(f"scaling config {path} not found; presets are under configs/search/")
+    path, raw = read_preset(path, "scaling config")
     try:
-        return ScalingConfig.model_validate(apply_overrides(yaml.safe_load(path.read_text()) or {}, list(overrides)))
+        return ScalingConfig.model_validate(apply_overrides(raw, list(overrides)))
     except ValidationError as exc:
         raise XstiltsError(_first_error(exc, str(path))) from None
-    except yaml.YAMLError:
-        raise XstiltsError(f"malformed YAML in {path}; fix the syntax") from None
 
 
 def _search_cfg(cfg: ScalingConfig, model: ModelSpec):

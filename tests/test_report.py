@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from helpers import free_port, wait_http
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -107,12 +108,6 @@ seeds: 2
     assert plt.imread(result["plot"])[..., :3].std() > 0.05
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _wait_for(driver, needles, seconds=60) -> str:
     """Body text once every needle shows (the UI renders client-side), or whatever shows at the deadline."""
     text = ""
@@ -131,19 +126,13 @@ def test_mlflow_ui_in_a_browser(finished):
     from selenium.webdriver.chrome.service import Service
 
     tmp, uri, report = finished
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     ui = subprocess.Popen([sys.executable, "-m", "search.cli", "ui", "--port", str(port), "--store", uri],
                           cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     driver = None
     try:
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-                break
-            except OSError:
-                time.sleep(1)
+        wait_http(f"http://127.0.0.1:{port}/health")
         from mlflow import MlflowClient
 
         exp = MlflowClient(uri).get_experiment_by_name("xstilts-search-rep")

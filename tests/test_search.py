@@ -7,7 +7,6 @@ starts (Ray nodes, an MLflow server) is stopped by PID. Slow: run with  pytest t
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,8 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
+
+from helpers import free_port, wait_http
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -121,12 +122,6 @@ def test_sigkill_driver_then_resume(tmp_path, toy_dir, cache):
         assert entry.stat().st_mtime == mtime
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _stop(procs):
     for p in reversed(procs):
         if p.poll() is None:
@@ -141,7 +136,7 @@ def _stop(procs):
 
 def test_cluster_with_tracking_server(tmp_path, toy_dir, cache):
     ray_bin = str(Path(sys.executable).parent / "ray")
-    port, mlflow_port = _free_port(), _free_port()
+    port, mlflow_port = free_port(), free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "token", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     common = ["--node-ip-address=127.0.0.1", "--num-cpus=2", "--object-store-memory=200000000", "--disable-usage-stats"]
     procs = []
@@ -157,13 +152,7 @@ def test_cluster_with_tracking_server(tmp_path, toy_dir, cache):
                                        "--port", str(mlflow_port), "--workers", "1"], env=env, cwd=tmp_path,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         uri = f"http://127.0.0.1:{mlflow_port}"
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            try:
-                urllib.request.urlopen(f"{uri}/health", timeout=2)
-                break
-            except OSError:
-                time.sleep(1)
+        wait_http(f"{uri}/health")
         address = ["--address", f"127.0.0.1:{port}"]
         for _ in range(30):  # the second node registers a few seconds after the head
             status = subprocess.run([ray_bin, "status", f"--address=127.0.0.1:{port}"], env=env,

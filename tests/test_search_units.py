@@ -24,8 +24,16 @@ SEARCH_PRESETS = sorted((ROOT / "configs" / "search").rglob("*.yaml"))
 
 @pytest.mark.parametrize("path", SEARCH_PRESETS, ids=lambda p: p.name)
 def test_every_search_preset_loads_and_its_pipeline_too(path):
-    cfg = load_search_config(path)
-    load_config(ROOT / cfg.pipeline, cfg.overrides)
+    if path.name.startswith("scaling"):  # a scaling study: one search per model
+        from search.scaling import _search_cfg, load_scaling_config
+
+        study = load_scaling_config(path)
+        configs = [_search_cfg(study, m) for m in study.models]
+        assert len(configs) >= 2
+    else:
+        configs = [load_search_config(path)]
+    for cfg in configs:
+        load_config(ROOT / cfg.pipeline, cfg.overrides)
     assert path.read_text().startswith("#")
 
 

@@ -168,19 +168,25 @@ def resolve_preset(path: str | Path) -> Path:
     return path if path.exists() or path.is_absolute() or not (REPO / path).exists() else REPO / path
 
 
+def read_preset(path: str | Path, what: str = "config") -> tuple[Path, dict]:
+    """A YAML preset as a mapping (safe_load), found via `resolve_preset`; one clear line on any problem."""
+    path = resolve_preset(path)
+    if not path.exists():
+        raise XstiltsError(f"{what} file {path} not found; presets are under configs/")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark else ""
+        raise XstiltsError(f"malformed YAML in {path}{line}; fix the syntax") from None
+    if not isinstance(raw, dict):
+        raise XstiltsError(f"{path} must hold a mapping of keys, not {type(raw).__name__}")
+    return path, raw
+
+
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> PipelineConfig:
     """Read a YAML preset (safe_load), apply overrides, validate. Paths in it are relative to the CWD."""
     raw: dict = {}
     if path is not None:
-        path = resolve_preset(path)
-        if not path.exists():
-            raise XstiltsError(f"config file {path} not found; presets are under configs/")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = f" at line {mark.line + 1}" if mark else ""
-            raise XstiltsError(f"malformed YAML in {path}{line}; fix the syntax") from None
-        if not isinstance(raw, dict):
-            raise XstiltsError(f"{path} must hold a mapping of keys, not {type(raw).__name__}")
+        path, raw = read_preset(path, "config")
     return validate(apply_overrides(raw, list(overrides)), str(path or "config"))
