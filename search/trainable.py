@@ -108,8 +108,24 @@ def _single(params, static, seed, tracker, state) -> None:
         _report({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, state, static, tracker)
 
     results = run_pipeline(cfg, report=report, tracker=tracker, log=lambda *a: None,
-                           done=state.get("per_target"))
+                           done=state.get("per_target"), target_map=fan_out_map(static))
     tracker.set_tags({"phase2.dir": results["phase2"].get("dir", "")})
+
+
+def fan_out_map(static: dict):
+    """With resources.fan_out > 1, each fine-tuned target runs as a Ray task in one of the trial's extra
+    placement-group bundles (Tune's placement group captures the trial's child tasks); results come back in
+    target order, so the rungs stay the same as in a sequential trial."""
+    if static.get("fan_out", 1) <= 1:
+        return None
+    opts = {"num_cpus": static["cpu"], **({"num_gpus": static["gpu"]} if static["gpu"] else {})}
+
+    def target_map(fn, calls):
+        remote = ray.remote(**opts)(fn)
+        refs = [remote.remote(*call) for call in calls]  # all launched now, at most fan_out run at once
+        return (ray.get(ref) for ref in refs)
+
+    return target_map
 
 
 def _repeated(params, static, seeds, tracker, state) -> None:

@@ -91,7 +91,8 @@ def check_tracking(uri: str) -> None:
 def _static(cfg: SearchConfig, pipeline_raw: dict, uri: str, parent: str | None) -> dict:
     return {"name": cfg.name, "pipeline": pipeline_raw, "candidates": list(cfg.candidates), "tracking_uri": uri,
             "experiment": cfg.experiment_name, "parent_run_id": parent, "seed": pipeline_raw.get("seed", 0),
-            "repeats": cfg.repeats, "cpu": cfg.resources.cpu, "gpu": cfg.resources.gpu}
+            "repeats": cfg.repeats, "cpu": cfg.resources.cpu, "gpu": cfg.resources.gpu,
+            "fan_out": cfg.resources.fan_out}
 
 
 def pipeline_raw(cfg: SearchConfig) -> dict:
@@ -117,9 +118,27 @@ def parent_run(cfg: SearchConfig, uri: str, resume: bool) -> MlflowTracker:
     return tracker
 
 
+def trial_resources(cfg: SearchConfig) -> tune.PlacementGroupFactory:
+    """One bundle for the trial itself, plus `fan_out` bundles for its parallel target fine-tunes."""
+    bundle = {"CPU": cfg.resources.cpu, **({"GPU": cfg.resources.gpu} if cfg.resources.gpu else {})}
+    extra = cfg.resources.fan_out if cfg.resources.fan_out > 1 else 0
+    return tune.PlacementGroupFactory([bundle] * (1 + extra), strategy="PACK")
+
+
+def check_resources(cfg: SearchConfig) -> None:
+    """Ray leaves a trial that can never be placed PENDING forever; say so up front instead."""
+    have = ray.cluster_resources()
+    bundles = trial_resources(cfg).bundles
+    for key in ("CPU", "GPU"):
+        need = sum(b.get(key, 0) for b in bundles)
+        if need > have.get(key, 0):
+            raise XstiltsError(f"one trial needs {need:g} {key} but the Ray cluster has {have.get(key, 0):g}; "
+                               f"lower resources.{key.lower()} (or resources.fan_out), or add nodes")
+
+
 def build_tuner(cfg: SearchConfig, static: dict, n_rungs: int, resume: bool, callbacks: list) -> tune.Tuner:
-    resources = {"cpu": cfg.resources.cpu, "gpu": cfg.resources.gpu}
-    trainable = tune.with_resources(tune.with_parameters(run_trial, static=static), resources)
+    check_resources(cfg)
+    trainable = tune.with_resources(tune.with_parameters(run_trial, static=static), trial_resources(cfg))
     exp_dir = search_dir(cfg) / "ray"
     if resume and tune.Tuner.can_restore(str(exp_dir)):
         return tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_errored=True)

@@ -171,3 +171,35 @@ def test_cluster_with_tracking_server(tmp_path, toy_dir, cache):
         assert len({k.data.tags["node"] for k in kids}) == 2  # trials ran on both nodes
     finally:
         _stop(procs)
+
+
+def test_fan_out_targets_over_a_placement_group(tmp_path, toy_dir, cache):
+    """resources.fan_out=2: the trial's fine-tuned targets run as Ray tasks in its extra bundles, and give
+    the scores a sequential in-process run of the same configuration gives."""
+    from trainables.config import load_config
+    from trainables.pipeline import phase3_path, run_pipeline
+
+    pipeline = [f"data_dir={toy_dir}", f"cache_dir={cache}", "intermediate.steps=60", "targets=[xnli,pawsx]",
+                "target.max_eval_examples=60", "target.epochs={xnli: 2, pawsx: 2}", "target.max_train_examples=100",
+                "target.eval_batch_size=48", "intermediate.mixture={mnli: 1.0}", "tracking.enabled=false"]
+    cfg = load_config(ROOT / "configs/pipeline/toy.yaml", pipeline)
+    sequential = run_pipeline(cfg, log=lambda *a: None)
+    for name in ("xnli", "pawsx"):
+        phase3_path(cfg, name, sequential["phase2"]["dir"], toy_dir).unlink()  # make the search recompute them
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = [sys.executable, "-m", "search.cli", "search", "name=fan", f"storage={tmp_path / 'searches'}",
+            "num_samples=1", "max_concurrent_trials=1", "intermediate_lr=null", "points_to_evaluate=[{mnli: 1.0}]",
+            "candidates=[mnli]", "overrides=" + json.dumps(pipeline[:-2]), f"tracking_uri={uri}",
+            "resources={cpu: 0.5, gpu: 0, fan_out: 2}", "scheduler={enabled: false}"]
+    out = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    _, kids = children(uri, "xstilts-search-fan")
+    (kid,) = kids
+    for name in ("xnli", "pawsx"):
+        assert kid.data.metrics[f"validation/target/{name}/score"] == pytest.approx(
+            sequential["validation"]["targets"][name]["score"], abs=1.0)
+    # one trial can never need more than the cluster has: refused up front, not left PENDING forever
+    too_big = subprocess.run(args[:4] + ["name=big", f"storage={tmp_path / 'searches'}", "resources={cpu: 64}",
+                                         f"tracking_uri={uri}", "overrides=" + json.dumps(pipeline[:-2])],
+                             capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert too_big.returncode == 2 and "one trial needs 64 CPU" in too_big.stderr

@@ -33,7 +33,7 @@ PHASE2_VERSION = "1"  # bump when the phase-2 code changes what it produces
 MANIFEST = "xstilts-manifest.json"
 
 
-def _data_fingerprint(data_dir: Path | None, tasks) -> list:
+def data_fingerprint(data_dir: Path | None, tasks) -> list:
     out = []
     for name in sorted(tasks):
         for source in TASKS[name].sources:
@@ -51,7 +51,7 @@ def cache_key(cfg, base, probs: dict, data_dir: Path | None) -> str:
     if manifest.exists():  # the toy model: its own content key
         base_id = json.loads(manifest.read_text())["key"]
     payload = {"base": base_id, "revision": cfg.model.revision, "probs": {k: round(v, 8) for k, v in probs.items()},
-               "intermediate": inter, "seed": cfg.seed, "data": _data_fingerprint(data_dir, probs),
+               "intermediate": inter, "seed": cfg.seed, "data": data_fingerprint(data_dir, probs),
                "version": PHASE2_VERSION}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
 

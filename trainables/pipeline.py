@@ -11,6 +11,8 @@ Run:  python -m trainables run configs/pipeline/toy.yaml --json out.json
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import time
@@ -23,7 +25,7 @@ from trainables.evaluate import EVALUATORS
 from trainables.metrics import task_score, xtreme_score
 from trainables.mixture import Mixture
 from trainables.model import MultiTaskModel, load_encoder, load_tokenizer, toy_model
-from trainables.phase2 import train_intermediate
+from trainables.phase2 import MANIFEST, data_fingerprint, train_intermediate
 from trainables.tasks import TASKS, Task
 from trainables.tracking import NullTracker, Tracker, flatten_results
 from trainables.train import epoch_batches, fit, loss_fn, pick_device, set_seed
@@ -151,37 +153,48 @@ PHASE3_VERSION = "1"  # bump when phase-3 training or evaluation changes what it
 def phase3_key(cfg, name: str, encoder_dir, data_dir) -> str:
     """Everything that determines one target's results: the encoder (a cache entry's own key), the target
     settings, the seed, the evaluation splits, the retrieval layer and the target's data files."""
-    import hashlib
-    import json as _json
-
-    from trainables.phase2 import _data_fingerprint
-
-    manifest = Path(str(encoder_dir)) / "xstilts-manifest.json"
-    encoder = _json.loads(manifest.read_text()).get("key", str(encoder_dir)) if manifest.exists() else str(encoder_dir)
-    if Path(str(encoder_dir)).name.startswith("phase2-"):
-        encoder = Path(str(encoder_dir)).name
+    path = Path(str(encoder_dir))
+    if path.name.startswith("phase2-"):  # a phase-2 cache entry is named by its content key
+        encoder = path.name
+    elif (path / MANIFEST).exists():  # the toy model: its own content key
+        encoder = json.loads((path / MANIFEST).read_text())["key"]
+    else:  # a Hub id (with model.revision) or a user's folder
+        encoder = str(encoder_dir)
     payload = {"encoder": encoder, "revision": cfg.model.revision, "target": cfg.target.model_dump(),
                "seed": cfg.seed, "splits": cfg.eval_splits, "layer": cfg.model.retrieval_layer, "name": name,
-               "data": _data_fingerprint(data_dir, [name, TASKS[name].train_on or name]), "version": PHASE3_VERSION}
-    return hashlib.sha256(_json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+               "data": data_fingerprint(data_dir, [name, TASKS[name].train_on or name]), "version": PHASE3_VERSION}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def cached_target(cfg, name: str, encoder_dir, data_dir, compute) -> tuple[dict, bool]:
-    """One target's results from the content-addressed cache, or computed and stored (atomically)."""
-    import json as _json
+def phase3_path(cfg, name: str, encoder_dir, data_dir) -> Path:
+    return Path(cfg.cache_dir).resolve() / "phase3" / f"{name}-{phase3_key(cfg, name, encoder_dir, data_dir)}.json"
 
-    path = Path(cfg.cache_dir).resolve() / "phase3" / f"{name}-{phase3_key(cfg, name, encoder_dir, data_dir)}.json"
-    if path.exists():
-        try:
-            return _json.loads(path.read_text()), True
-        except ValueError:  # a corrupted entry: recompute
-            pass
-    results = compute()
+
+def read_phase3(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):  # absent, or a corrupted entry: recompute
+        return None
+
+
+def write_phase3(path: Path, results: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(_json.dumps(results))
-    tmp.rename(path)
-    return results, False
+    tmp.write_text(json.dumps(results))
+    tmp.rename(path)  # atomic
+
+
+def train_and_evaluate(cfg, name: str, encoder_dir, tok, entry: dict) -> dict:
+    """Phase 3 for one fine-tuned target, self-contained so it can run in another process (fan-out)."""
+    device = pick_device(cfg.device)
+    task = TASKS[name]
+    model = finetune_target(cfg, task, encoder_dir, tok, entry, device, cfg.seed)
+    return evaluate_target(cfg, task, model, tok, entry, device)
+
+
+def sequential(fn, calls):
+    """The default target mapper: one target after another, each computed when its rung comes."""
+    return (fn(*call) for call in calls)
 
 
 def _summary(per_target: dict[str, dict], split: str) -> dict:
@@ -192,12 +205,14 @@ def _summary(per_target: dict[str, dict], split: str) -> dict:
 
 
 def run_pipeline(cfg: PipelineConfig, report: Report | None = None, tracker: Tracker | None = None,
-                 log=print, done: dict[str, dict] | None = None) -> dict:
+                 log=print, done: dict[str, dict] | None = None, target_map=None) -> dict:
     """Phases 1-3 for one configuration; returns the results JSON (DESIGN.md).
 
     `report(metrics, state)` is called once per target (a fidelity rung: cheap retrieval targets first,
     then each fine-tuned target) with the running `validation/xtreme` and `test/xtreme`. `done` (a previous
     state's finished targets) makes a resumed run skip them; phase 2 comes back from its cache.
+    `target_map(fn, calls)` runs the fine-tuned targets (default: one after another, in this process; the
+    search passes one that fans them out over a placement group) and yields their results in order.
     """
     tracker = tracker or NullTracker()
     started = time.time()
@@ -221,24 +236,27 @@ def run_pipeline(cfg: PipelineConfig, report: Report | None = None, tracker: Tra
     timing = {"phase1_and_data_s": t1 - started, "phase2_s": time.time() - t1}
     per_target: dict[str, dict] = dict(done or {})
     order = sorted(cfg.targets, key=lambda t: TASKS[t].kind != "retrieval")  # cheap retrieval rung first
-    retrieval_model, hits = None, 0
+    todo = [n for n in order if n not in per_target]  # finished targets survive a restart
+    paths = {n: phase3_path(cfg, n, encoder_dir, data_dir) for n in todo}
+    cached = {n: r for n in todo if (r := read_phase3(paths[n])) is not None}
+    trained = [n for n in todo if n not in cached and TASKS[n].kind != "retrieval"]
+    launched = iter((target_map or sequential)(
+        train_and_evaluate, [(cfg, n, encoder_dir, tok, data["targets"][n]) for n in trained]))
+    retrieval_model, t0 = None, time.time()
     for rung, name in enumerate(order, start=1):
-        task, t0 = TASKS[name], time.time()
-        if name in per_target:  # finished before a restart
+        task = TASKS[name]
+        if name not in todo:
             continue
-
-        def compute(task=task, name=name):
-            nonlocal retrieval_model
+        if name in cached:
+            per_target[name] = cached[name]
+        else:
             if task.kind == "retrieval":
                 retrieval_model = retrieval_model or MultiTaskModel(load_encoder(encoder_dir)).to(device)
-                model = retrieval_model
+                per_target[name] = evaluate_target(cfg, task, retrieval_model, tok, data["targets"][name], device)
             else:
-                model = finetune_target(cfg, task, encoder_dir, tok, data["targets"][name], device, cfg.seed)
-            return evaluate_target(cfg, task, model, tok, data["targets"][name], device)
-
-        per_target[name], hit = cached_target(cfg, name, encoder_dir, data_dir, compute)
-        hits += hit
-        timing[f"target/{name}_s"] = time.time() - t0
+                per_target[name] = next(launched)
+            write_phase3(paths[name], per_target[name])
+        timing[f"target/{name}_s"], t0 = time.time() - t0, time.time()
         partial = {s: _summary(per_target, s) for s in cfg.eval_splits}
         for s, summ in partial.items():
             tracker.log_metrics(flatten_results(summ, "" if s == "test" else "validation/"), step=rung)
@@ -246,6 +264,7 @@ def run_pipeline(cfg: PipelineConfig, report: Report | None = None, tracker: Tra
             report({"rung": rung, "target": name, **{f"{s}/xtreme": v["xtreme"] for s, v in partial.items()}},
                    {"per_target": per_target})
         log(f"  {name:10s} " + "  ".join(f"{s}: {task_score(name, v):.1f}" for s, v in per_target[name].items()))
+    hits = len(cached)
     final = _summary(per_target, "test" if "test" in cfg.eval_splits else "validation")
     results = {"name": cfg.name, **final, "validation": _summary(per_target, "validation"),
                "mixture": probs, "base_model": cfg.model.name, "seed": cfg.seed, "phase2": phase2,
