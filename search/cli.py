@@ -32,7 +32,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Search Engli
                   "that improve zero-shot cross-lingual transfer on XTREME.")
 data_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Toy benchmark, Hub downloads, inspection.")
 app.add_typer(data_app, name="data")
-console = Console()
+console = Console() if sys.stdout.isatty() else Console(width=200)  # piped: keep tables readable
 
 
 @app.command()

@@ -145,7 +145,8 @@ def run_search(cfg: SearchConfig, resume: bool = False, address: str | None = No
                             **({"best/test_xtreme": summary["best"]["test_xtreme"]}
                                if summary["best"].get("test_xtreme") is not None else {})})
     parent.close()
-    console.print(summary_table(summary))
+    out = console if console.is_terminal else Console(width=200)  # piped: don't squeeze the table into 80 columns
+    out.print(summary_table(summary))
     return summary
 
 

@@ -59,6 +59,22 @@ class PrunedOptunaSearch(OptunaSearch):
         super().on_trial_complete(trial_id, result, error)
 
 
+class SeededASHA(ASHAScheduler):
+    """ASHA that never stops the seeded configurations (points_to_evaluate: the baseline, known mixtures):
+    reports compare everything against them, so they always run to the last rung. Optuna asks the enqueued
+    points first, so they are Optuna trials 0 .. k-1."""
+
+    def __init__(self, *args, protected: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._protected = protected
+
+    def on_trial_result(self, tune_controller, trial, result):
+        decision = super().on_trial_result(tune_controller, trial, result)
+        if trial.config.get("optuna_trial", self._protected) < self._protected:
+            return self.CONTINUE
+        return decision
+
+
 def search_dir(cfg: SearchConfig) -> Path:
     return (Path(cfg.storage) / cfg.name).resolve()
 
@@ -150,8 +166,8 @@ def build_tuner(cfg: SearchConfig, static: dict, n_rungs: int, resume: bool, cal
         points_to_evaluate=[point_params(p, cfg.candidates) for p in cfg.points_to_evaluate] or None,
         sampler=optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=min(10, max(2, cfg.num_samples // 3))),
         storage=optuna.storages.RDBStorage(optuna_storage(cfg)), study_name=cfg.name)
-    scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=max_t, grace_period=min(cfg.scheduler.grace_period, max_t),
-                               reduction_factor=cfg.scheduler.reduction_factor)
+    scheduler = (SeededASHA(time_attr="training_iteration", max_t=max_t, grace_period=min(cfg.scheduler.grace_period, max_t),
+                            reduction_factor=cfg.scheduler.reduction_factor, protected=len(cfg.points_to_evaluate))
                  if cfg.scheduler.enabled and max_t > 1 else FIFOScheduler())
     return tune.Tuner(
         trainable,
