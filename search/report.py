@@ -67,8 +67,14 @@ def label_of(mixture: dict) -> str:
     return " + ".join(f"{t} {p:.2f}" for t, p in sorted(mixture.items(), key=lambda kv: -kv[1]))
 
 
+def finished(trials: list[dict]) -> list[dict]:
+    """Trials scored on every target (a pruned trial's XTREME averages fewer targets: not comparable)."""
+    full = set(max((x["targets"] for x in trials), key=len)) if trials else set()
+    return [t for t in trials if set(t["targets"]) >= full]
+
+
 def build_rows(trials: list[dict]) -> dict:
-    complete = [t for t in trials if set(t["targets"]) >= set(max((x["targets"] for x in trials), key=len))]
+    complete = finished(trials)
     best: dict[str, dict] = {}
     for t in complete:  # the best trial per distinct mixture (e.g. over learning rates)
         key = label_of(t["mixture"])
@@ -139,7 +145,7 @@ def make_report(search_dir: Path, split: str = "validation", log_to_mlflow: bool
     out.mkdir(exist_ok=True)
     summary = json.loads((search_dir / "summary.json").read_text()) if (search_dir / "summary.json").exists() else None
     plots = [history_plot(summary, out / "history.png") if summary else None,
-             weight_plot(trials, out / "weights.png"), gain_heatmap(report, out / "gain_heatmap.png")]
+             weight_plot(finished(trials), out / "weights.png"), gain_heatmap(report, out / "gain_heatmap.png")]
     report["plots"] = [str(p) for p in plots if p]
     (out / "report.md").write_text(markdown(report))
     (out / "report.csv").write_text(to_csv(report))
