@@ -125,3 +125,19 @@ def test_corrupted_phase2_entry_is_rebuilt(toy_dir, cache, full_run):
 
     assert valid_entry(entry)
     assert again["targets"]["tatoeba"] == full_run["targets"]["tatoeba"]  # same inputs, same seed -> same encoder
+
+
+def test_phase2_variants_mlm_mixing_and_translated_data(toy_dir, cache, tmp_path):
+    """Continued multilingual MLM takes its share of phase-2 batches; translated data adds training examples."""
+    import hub_fixtures
+
+    translated = tmp_path / "translated"
+    rows = [{"premise": "anna sieht den roten fuchs .", "hypothesis": "anna sieht den fuchs .", "label": 0, "idx": i}
+            for i in range(50)]
+    hub_fixtures.write(translated, {"nyu-mll/glue/mnli/train.parquet": rows}, ["de"])
+    out = run_pipeline(toy_cfg(toy_dir, cache, "targets=[tatoeba]", "intermediate.mixture={mnli: 1.0}",
+                               "intermediate.steps=40", "intermediate.mlm.weight=0.5",
+                               f"intermediate.translated_dir={translated}"), log=lambda *a: None)
+    p2 = out["phase2"]
+    assert p2["examples"]["mnli"] == 3000 + 50  # the English set plus the translated rows
+    assert 10 <= p2["batches"]["mlm"] <= 30 and p2["batches"]["mlm"] + p2["batches"]["mnli"] == 40

@@ -95,7 +95,7 @@ def _train(cfg, base, tok, examples, mixture, probs, device, data_dir, log, tmp:
         model = MultiTaskModel(mlm_model.base_model)
     else:
         model = MultiTaskModel(load_encoder(base, cfg.model.revision))
-    streams = {}
+    streams, sizes = {}, {}
     for name in probs:
         task = TASKS[name]
         exs = list(examples[name])
@@ -104,6 +104,7 @@ def _train(cfg, base, tok, examples, mixture, probs, device, data_dir, log, tmp:
         labels = D.tag_labels(task, data_dir) if task.kind == "tagging" else task.labels
         model.add_head(name, task.kind, len(labels or ()))
         feats = featurize(task.kind, exs[: ic.max_train_examples], tok, ic.max_length, labels=labels or ())
+        sizes[name] = len(feats)
         streams[name] = epoch_batches(feats, ic.batch_size, tok.pad_token_id, cfg.seed)
     model.to(device)
     if mlm_model is not None:
@@ -127,7 +128,7 @@ def _train(cfg, base, tok, examples, mixture, probs, device, data_dir, log, tmp:
     shutil.rmtree(tmp, ignore_errors=True)
     model.encoder.save_pretrained(str(tmp))
     tok.save_pretrained(str(tmp))
-    return {**stats, "batches": counts, "probabilities": probs}
+    return {**stats, "batches": counts, "examples": sizes, "probabilities": probs}
 
 
 def _write_entry(out: Path, tmp: Path, summary: dict) -> None:
