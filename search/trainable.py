@@ -19,8 +19,7 @@ import ray
 from ray import tune
 
 from search.space import mixture_of, trial_overrides
-from trainables.config import validate
-from trainables.config import apply_overrides
+from trainables.config import apply_overrides, validate
 from trainables.pipeline import run_pipeline
 from trainables.tracking import MlflowTracker, NullTracker
 

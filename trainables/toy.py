@@ -89,7 +89,6 @@ def qa_row(w: World, rng: random.Random, lang: str, uid: str, unanswerable: floa
     if kind == "who":
         q = [T("who", "X")] + ([T("the", "X"), T(asked["adj"], "X"), T(asked["noun"], "X"), T(asked["verb"], "X")]
                                if lang == "hi" else [T(asked["verb"], "X"), T("the", "X"), T(asked["adj"], "X"), T(asked["noun"], "X")])
-        key = asked["subj"]
         answer_keys = [asked["subj"]]
     elif kind == "what":
         q = clause(lang, asked["subj"], asked["verb"], [T("what", "X")], None, end="")
