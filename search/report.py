@@ -19,42 +19,28 @@ from pathlib import Path
 
 from trainables.errors import XstiltsError
 from trainables.metrics import CATEGORIES
-from trainables.mixture import Mixture
+from search.summary import run_mixture, trial_runs
 from trainables.tasks import TARGETS
 
 
-def _trial_rows(info: dict, split: str) -> list[dict]:
-    """One entry per finished trial: mixture, per-target scores, XTREME, cost — read off MLflow."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(info["tracking_uri"])
-    exp = client.get_experiment_by_name(info["experiment"])
-    runs = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{info['parent_run_id']}'",
-                              max_results=5000)
+def _trial_rows(runs: list, split: str) -> list[dict]:
+    """One entry per trial with scores on this split: mixture, per-target scores, XTREME, cost."""
     prefix = "validation/" if split == "validation" else ""
     out = []
     for run in runs:
-        m, p = run.data.metrics, run.data.params
+        m = run.data.metrics
         targets = {k[len(prefix) + 7:-6]: v for k, v in m.items()
                    if k.startswith(f"{prefix}target/") and k.endswith("/score") and k.count("/") == 2 + bool(prefix)}
         if f"{prefix}xtreme" not in m or not targets:
             continue
-        weights = {k[7:]: float(v) for k, v in p.items() if k.startswith("weight/") and float(v) > 0}
         out.append({"trial": run.data.tags.get("optuna.trial"), "run_id": run.info.run_id,
-                    "mixture": Mixture(weights).probabilities(), "targets": targets, "xtreme": m[f"{prefix}xtreme"],
-                    "cpu_hours": m.get("cost/cpu_hours", 0.0), "gpu_hours": m.get("cost/gpu_hours", 0.0),
-                    "params": dict(p)})
+                    "mixture": run_mixture(run), "targets": targets, "xtreme": m[f"{prefix}xtreme"],
+                    "cpu_hours": m.get("cost/cpu_hours", 0.0), "gpu_hours": m.get("cost/gpu_hours", 0.0)})
     return out
 
 
-def _cost(info: dict) -> dict:
+def _cost(runs: list) -> dict:
     """Accelerator-hours (CPU-hours locally) of every trial of the search, pruned ones included."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(info["tracking_uri"])
-    exp = client.get_experiment_by_name(info["experiment"])
-    runs = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{info['parent_run_id']}'",
-                              max_results=5000)
     return {"trials": len(runs), "cpu_hours": sum(r.data.metrics.get("cost/cpu_hours", 0.0) for r in runs),
             "gpu_hours": sum(r.data.metrics.get("cost/gpu_hours", 0.0) for r in runs)}
 
@@ -135,7 +121,8 @@ def make_report(search_dir: Path, split: str = "validation", log_to_mlflow: bool
     if not state.exists():
         raise XstiltsError(f"{search_dir} holds no search (no search.json); run `xstilts search` first")
     info = json.loads(state.read_text())
-    trials, cost = _trial_rows(info, split), _cost(info)
+    runs = trial_runs(info["tracking_uri"], info["experiment"], info["parent_run_id"])
+    trials, cost = _trial_rows(runs, split), _cost(runs)
     if not trials:
         raise XstiltsError(f"search {search_dir.name!r} has no trial with {split} scores yet")
     report = build_rows(trials)

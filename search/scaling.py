@@ -85,19 +85,14 @@ def _params(scfg, model: ModelSpec) -> float:
 
 def _per_seed(info: dict) -> dict[str, dict[int, float]]:
     """label -> seed -> validation XTREME, from the trials' MLflow runs."""
-    from mlflow import MlflowClient
-
     from search.report import label_of
-    from trainables.mixture import Mixture
+    from search.summary import run_mixture, trial_runs
 
-    client = MlflowClient(info["tracking_uri"])
-    exp = client.get_experiment_by_name(info["experiment"])
     out: dict[str, dict[int, float]] = {}
-    for run in client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{info['parent_run_id']}'"):
-        weights = {k[7:]: float(v) for k, v in run.data.params.items() if k.startswith("weight/") and float(v) > 0}
+    for run in trial_runs(info["tracking_uri"], info["experiment"], info["parent_run_id"]):
         seeds = {int(k.split("/")[1]): v for k, v in run.data.metrics.items()
                  if k.startswith("seed/") and k.endswith("/validation_xtreme")}
-        out[label_of(Mixture(weights).probabilities())] = seeds
+        out[label_of(run_mixture(run))] = seeds
     return out
 
 

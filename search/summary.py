@@ -17,20 +17,26 @@ from trainables.mixture import Mixture
 from trainables.tasks import TARGETS
 
 
-def _runs_by_trial(uri: str, experiment: str, parent: str) -> dict[int, object]:
+def trial_runs(uri: str, experiment: str, parent: str) -> list:
+    """The MLflow runs of a search's trials (the children of its parent run)."""
     from mlflow import MlflowClient
 
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
-        return {}
-    runs = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent}'", max_results=5000)
-    out = {}
-    for run in runs:
-        number = run.data.tags.get("optuna.trial", "")
-        if number.isdigit():
-            out[int(number)] = run
-    return out
+        return []
+    return client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent}'", max_results=5000)
+
+
+def run_mixture(run) -> dict[str, float]:
+    """A trial run's mixture probabilities, from its logged `weight/<task>` params."""
+    weights = {k[7:]: float(v) for k, v in run.data.params.items() if k.startswith("weight/") and float(v) > 0}
+    return Mixture(weights).probabilities()
+
+
+def _runs_by_trial(uri: str, experiment: str, parent: str) -> dict[int, object]:
+    runs = trial_runs(uri, experiment, parent)
+    return {int(r.data.tags["optuna.trial"]): r for r in runs if r.data.tags.get("optuna.trial", "").isdigit()}
 
 
 def build_summary(cfg: SearchConfig, uri: str, parent: str, errors: int = 0, zombies: int = 0) -> dict:

@@ -47,7 +47,8 @@ def test_tags_are_names_on_both_tagging_schemas(hub_dir):
     assert panx["tags"] == ["B-PER", "I-PER", "O", "B-LOC"]
     pos = data.load_split("udpos", "train", hub_dir)["en"][0]
     assert pos["tags"] == ["DET", "NOUN", "VERB"]
-    assert data.tag_labels(get_task("ccg"), hub_dir) == ("N/N", "S\\NP")  # derived from the data
+    ccg = data.load_split("ccg", "train", hub_dir)["en"]
+    assert data.tag_labels(get_task("ccg"), ccg) == ("N/N", "S\\NP")  # derived from the data
 
 
 def test_squad_v2_keeps_unanswerable(hub_dir):

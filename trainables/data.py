@@ -295,12 +295,9 @@ def inspect(task_name: str, data_dir: Path | str | None) -> dict:
     return {"task": task.name, "splits": splits}
 
 
-def tag_labels(task: Task, data_dir: Path | str | None) -> tuple[str, ...]:
-    """Tag names of a tagging task: the table's, or (CCG) sorted from the training data."""
-    if task.labels:
-        return task.labels
-    tags = {t for exs in load_split(task, "train", data_dir).values() for ex in exs for t in ex["tags"]}
-    return tuple(sorted(tags))
+def tag_labels(task: Task, train_examples: Sequence[dict]) -> tuple[str, ...]:
+    """Tag names of a tagging task: the table's, or (CCG) sorted from its training examples."""
+    return task.labels or tuple(sorted({t for ex in train_examples for t in ex["tags"]}))
 
 
 def prepare(task_names: Sequence[str], data_dir: Path | str, loader=hub_load) -> list[Path]:

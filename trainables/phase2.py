@@ -33,24 +33,37 @@ PHASE2_VERSION = "1"  # bump when the phase-2 code changes what it produces
 MANIFEST = "xstilts-manifest.json"
 
 
-def data_fingerprint(data_dir: Path | None, tasks) -> list:
-    out = []
+def data_fingerprint(data_dir: Path | None, tasks, pattern: str = "train*") -> list:
+    """Names and sizes of the tasks' local files matching `pattern` (phase 2: training files; phase 3: all
+    splits), only under each source's own configs, plus the languages the data_dir says it holds. Data read
+    from the Hub is identified by its revision alone."""
+    out = [sorted(D.manifest_languages(data_dir) or [])]
     for name in sorted(tasks):
-        for source in TASKS[name].sources:
+        task = TASKS[name]
+        for source in task.sources:
             root = Path(data_dir or ".") / source.hub_id
-            files = sorted(p for p in root.rglob("train*") if p.is_file()) if root.exists() else []
+            configs = {source.config_for(l) for l in task.languages} if source.per_language else {source.config}
+            files = sorted(p for c in configs if (root / c).is_dir() for p in (root / c).glob(pattern) if p.is_file())
             out.append([source.hub_id, source.revision, [[str(p.relative_to(root)), p.stat().st_size] for p in files]])
     return out
+
+
+def encoder_id(path) -> str:
+    """What identifies an encoder in cache keys: a phase-2 entry's name (its content key), the toy model's own
+    key, else the Hub id or folder as given (with model.revision alongside)."""
+    path = Path(str(path))
+    if path.name.startswith("phase2-"):
+        return path.name
+    if (path / MANIFEST).exists():
+        return json.loads((path / MANIFEST).read_text())["key"]
+    return str(path)
 
 
 def cache_key(cfg, base, probs: dict, data_dir: Path | None) -> str:
     inter = cfg.intermediate.model_dump()
     inter.pop("mixture")
-    base_id = str(base)
-    manifest = Path(base_id) / MANIFEST
-    if manifest.exists():  # the toy model: its own content key
-        base_id = json.loads(manifest.read_text())["key"]
-    payload = {"base": base_id, "revision": cfg.model.revision, "probs": {k: round(v, 8) for k, v in probs.items()},
+    payload = {"base": encoder_id(base), "revision": cfg.model.revision,
+               "probs": {k: round(v, 8) for k, v in probs.items()},
                "intermediate": inter, "seed": cfg.seed, "data": data_fingerprint(data_dir, probs),
                "version": PHASE2_VERSION}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
@@ -101,7 +114,7 @@ def _train(cfg, base, tok, examples, mixture, probs, device, data_dir, log, tmp:
         exs = list(examples[name])
         if ic.translated_dir:
             exs += D.load_split(task, "train", ic.translated_dir).get("en", [])
-        labels = D.tag_labels(task, data_dir) if task.kind == "tagging" else task.labels
+        labels = D.tag_labels(task, exs) if task.kind == "tagging" else task.labels
         model.add_head(name, task.kind, len(labels or ()))
         feats = featurize(task.kind, exs[: ic.max_train_examples], tok, ic.max_length, labels=labels or ())
         sizes[name] = len(feats)

@@ -21,11 +21,12 @@ from typing import Callable
 
 from trainables import data as D
 from trainables.config import PipelineConfig
+from trainables.errors import XstiltsError
 from trainables.evaluate import EVALUATORS
 from trainables.metrics import task_score, xtreme_score
 from trainables.mixture import Mixture
 from trainables.model import MultiTaskModel, load_encoder, load_tokenizer, toy_model
-from trainables.phase2 import MANIFEST, data_fingerprint, train_intermediate
+from trainables.phase2 import data_fingerprint, encoder_id, train_intermediate
 from trainables.tasks import TASKS, Task
 from trainables.tracking import NullTracker, Tracker, flatten_results
 from trainables.train import epoch_batches, fit, loss_fn, pick_device, set_seed
@@ -45,11 +46,9 @@ def load_all(cfg: PipelineConfig, data_dir: Path | None) -> dict:
         if task.kind != "retrieval":
             entry["train"] = D.load_split(task, "train", data_dir).get("en", [])
             if not entry["train"]:
-                from trainables.errors import XstiltsError
-
                 raise XstiltsError(f"target {name} has no English training data in {data_dir} "
                                    f"(it trains on {task.train_on}); prepare it or drop it from targets")
-            entry["labels"] = D.tag_labels(task, data_dir) if task.kind == "tagging" else task.labels
+            entry["labels"] = D.tag_labels(task, entry["train"]) if task.kind == "tagging" else task.labels
         out["targets"][name] = entry
     return out
 
@@ -70,8 +69,6 @@ def base_model(cfg: PipelineConfig, data_dir: Path | None, device, log) -> Path 
     """Phase 1: the pretrained encoder's location."""
     if cfg.model.name == "toy":
         if data_dir is None:
-            from trainables.errors import XstiltsError
-
             raise XstiltsError("model.name=toy needs data_dir (the toy benchmark: `xstilts data toy --out DIR`)")
         return toy_model(data_dir, Path(cfg.cache_dir), cfg.model, device, seed=0, log=log)
     return cfg.model.name
@@ -153,16 +150,9 @@ PHASE3_VERSION = "1"  # bump when phase-3 training or evaluation changes what it
 def phase3_key(cfg, name: str, encoder_dir, data_dir) -> str:
     """Everything that determines one target's results: the encoder (a cache entry's own key), the target
     settings, the seed, the evaluation splits, the retrieval layer and the target's data files."""
-    path = Path(str(encoder_dir))
-    if path.name.startswith("phase2-"):  # a phase-2 cache entry is named by its content key
-        encoder = path.name
-    elif (path / MANIFEST).exists():  # the toy model: its own content key
-        encoder = json.loads((path / MANIFEST).read_text())["key"]
-    else:  # a Hub id (with model.revision) or a user's folder
-        encoder = str(encoder_dir)
-    payload = {"encoder": encoder, "revision": cfg.model.revision, "target": cfg.target.model_dump(),
+    payload = {"encoder": encoder_id(encoder_dir), "revision": cfg.model.revision, "target": cfg.target.model_dump(),
                "seed": cfg.seed, "splits": cfg.eval_splits, "layer": cfg.model.retrieval_layer, "name": name,
-               "data": data_fingerprint(data_dir, [name, TASKS[name].train_on or name]), "version": PHASE3_VERSION}
+               "data": data_fingerprint(data_dir, {name, TASKS[name].train_on or name}, pattern="*"), "version": PHASE3_VERSION}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
