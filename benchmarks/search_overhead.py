@@ -78,7 +78,7 @@ def main() -> None:
     print(f"toy search: {s['trials']} trials ({s['pruned']} pruned), wall {s['wall']:.0f} s, fit {s['fit']:.0f} s, "
           f"inside trials {s['inside']:.0f} s over {s['concurrency']} slots = {busy:.0f} s")
     print(f"share outside training and evaluation: {1 - busy / s['wall']:.1%} of wall (goal < 15 %)")
-    print(f"best: trial {s['best']['number']} {s['best']['mixture']} validation XTREME {s['best']['xtreme']:.2f}")
+    print(f"best: trial {s['best']['number']} {s['best']['mixture']} validation average {s['best']['average']:.2f}")
 
 
 if __name__ == "__main__":

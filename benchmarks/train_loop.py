@@ -111,7 +111,7 @@ def main() -> None:
         from trainables.toy import write_toy
 
         write_toy(data_dir)
-    from trainables.features import featurize
+    from trainables.kinds import featurize
     from trainables.model import load_tokenizer
 
     torch.set_num_threads(2)

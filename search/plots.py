@@ -1,7 +1,7 @@
 """Report plots (PNG, matplotlib's Agg backend; no display needed).
 
   history.png        optimisation history: each trial's objective, pruned trials hollow, best so far
-  weights.png        mixture probability of each candidate task against the trial's XTREME
+  weights.png        mixture probability of each candidate task against the trial's score
   gain_heatmap.png   intermediate configuration x target gain over the baseline (the paper's grid)
   scaling.png        gain against base-model size, mean and 95 % interval over seeds
 """
@@ -26,7 +26,7 @@ def _save(fig, path: Path) -> Path:
 
 def history_plot(summary: dict, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    done = [(t["number"], t["xtreme"]) for t in summary["trials"] if t["xtreme"] is not None]
+    done = [(t["number"], t["average"]) for t in summary["trials"] if t["average"] is not None]
     pruned = [t["number"] for t in summary["trials"] if t["state"] == "PRUNED"]
     if done:
         xs, ys = zip(*sorted(done))
@@ -35,20 +35,20 @@ def history_plot(summary: dict, path: Path) -> Path:
     for n in pruned:
         ax.axvline(n, color="0.85", lw=1, zorder=1)
     ax.set_xlabel("trial")
-    ax.set_ylabel("validation XTREME")
+    ax.set_ylabel("validation objective (average)")
     ax.set_title(f"{summary['name']}: optimisation history ({len(pruned)} pruned, grey)")
     ax.legend(loc="lower right")
     return _save(fig, path)
 
 
-def weight_plot(trials: list[dict], path: Path) -> Path:
+def weight_plot(trials: list[dict], path: Path, score_name: str = "average") -> Path:
     tasks = sorted({t for tr in trials for t in tr["mixture"]}) or ["(none)"]
     fig, axes = plt.subplots(1, len(tasks), figsize=(3 * len(tasks), 3), sharey=True, squeeze=False)
     for ax, task in zip(axes[0], tasks):
-        ax.scatter([tr["mixture"].get(task, 0.0) for tr in trials], [tr["xtreme"] for tr in trials], alpha=0.8)
+        ax.scatter([tr["mixture"].get(task, 0.0) for tr in trials], [tr["average"] for tr in trials], alpha=0.8)
         ax.set_xlabel(f"p({task})")
         ax.set_xlim(-0.05, 1.05)
-    axes[0][0].set_ylabel("XTREME")
+    axes[0][0].set_ylabel(score_name)
     fig.suptitle("mixture probability vs score")
     return _save(fig, path)
 
@@ -83,7 +83,7 @@ def scaling_plot(points: list[dict], path: Path) -> Path:
     ax.axhline(0, color="0.6", lw=1)
     ax.set_xscale("log")
     ax.set_xlabel("base-model parameters")
-    ax.set_ylabel("XTREME gain over own baseline")
+    ax.set_ylabel("gain over own baseline (points)")
     ax.set_title("does the intermediate-task gain shrink with scale?")
     ax.legend(fontsize=8)
     return _save(fig, path)

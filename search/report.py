@@ -1,9 +1,9 @@
 """`xstilts report SEARCH`: the paper-style table of a finished search, plots, and cost.
 
 Rows: the baseline, each single intermediate task, then multi-task and searched mixtures (the best trial
-per distinct mixture). Columns: each target's score and XTREME. Deltas are points against the baseline.
-"Best model per target" picks, per target, the row that scores best on it and averages those scores, as the
-paper computes its +5.4. Scores come from the trials' logged MLflow metrics (validation by default;
+per distinct mixture). Columns: each target's score and the average (called XTREME only when all nine
+targets are scored). Deltas are points against the baseline. "Best model per target" picks, per target, the
+row that scores best on it and averages those scores, as the paper computes its +5.4. Scores come from the trials' logged MLflow metrics (validation by default;
 `--split test` for the test split, scored but never selected on). Outputs go to `<search>/report/`
 (report.md, report.csv, report.json, PNGs) and to the search's parent MLflow run.
 
@@ -17,32 +17,31 @@ import io
 import json
 from pathlib import Path
 
+from search.summary import score_name, trial_runs
+from trainables import names
 from trainables.errors import XstiltsError
-from trainables.metrics import CATEGORIES
-from search.summary import run_mixture, trial_runs
-from trainables.tasks import TARGETS
+from trainables.tasks import CATEGORIES, TARGETS
+from trainables.tracking import MlflowTracker
 
 
 def _trial_rows(runs: list, split: str) -> list[dict]:
-    """One entry per trial with scores on this split: mixture, per-target scores, XTREME, cost."""
-    prefix = "validation/" if split == "validation" else ""
+    """One entry per trial with scores on this split: mixture, per-target scores, average, cost."""
     out = []
     for run in runs:
-        m = run.data.metrics
-        targets = {k[len(prefix) + 7:-6]: v for k, v in m.items()
-                   if k.startswith(f"{prefix}target/") and k.endswith("/score") and k.count("/") == 2 + bool(prefix)}
-        if f"{prefix}xtreme" not in m or not targets:
+        m = run.metrics
+        targets = names.target_scores(m, split)
+        if names.average(split) not in m or not targets:
             continue
-        out.append({"trial": run.data.tags.get("optuna.trial"), "run_id": run.info.run_id,
-                    "mixture": run_mixture(run), "targets": targets, "xtreme": m[f"{prefix}xtreme"],
+        out.append({"trial": run.tags.get("optuna.trial"), "run_id": run.run_id, "mixture": run.mixture(),
+                    "targets": targets, "average": m[names.average(split)],
                     "cpu_hours": m.get("cost/cpu_hours", 0.0), "gpu_hours": m.get("cost/gpu_hours", 0.0)})
     return out
 
 
 def _cost(runs: list) -> dict:
     """Accelerator-hours (CPU-hours locally) of every trial of the search, pruned ones included."""
-    return {"trials": len(runs), "cpu_hours": sum(r.data.metrics.get("cost/cpu_hours", 0.0) for r in runs),
-            "gpu_hours": sum(r.data.metrics.get("cost/gpu_hours", 0.0) for r in runs)}
+    return {"trials": len(runs), "cpu_hours": sum(r.metrics.get("cost/cpu_hours", 0.0) for r in runs),
+            "gpu_hours": sum(r.metrics.get("cost/gpu_hours", 0.0) for r in runs)}
 
 
 def label_of(mixture: dict) -> str:
@@ -64,40 +63,44 @@ def build_rows(trials: list[dict]) -> dict:
     best: dict[str, dict] = {}
     for t in complete:  # the best trial per distinct mixture (e.g. over learning rates)
         key = label_of(t["mixture"])
-        if key not in best or t["xtreme"] > best[key]["xtreme"]:
+        if key not in best or t["average"] > best[key]["average"]:
             best[key] = t
-    order = sorted(best, key=lambda k: (k != "baseline", len(best[k]["mixture"]) != 1, -best[k]["xtreme"]))
+    order = sorted(best, key=lambda k: (k != "baseline", len(best[k]["mixture"]) != 1, -best[k]["average"]))
     base = best.get("baseline")
     rows = []
     for key in order:
         t = best[key]
         delta = {x: v - base["targets"][x] for x, v in t["targets"].items() if base and x in base["targets"]}
         if base:
-            delta["xtreme"] = t["xtreme"] - base["xtreme"]
-        rows.append({"label": key, "mixture": t["mixture"], "targets": t["targets"], "xtreme": t["xtreme"],
-                     "delta": delta, "trial": t["trial"], "mlflow_run_id": t["run_id"], "gpu_hours": t["gpu_hours"], "cpu_hours": t["cpu_hours"]})
+            delta["average"] = t["average"] - base["average"]
+        nine = len(t["targets"]) == len(TARGETS)
+        rows.append({"label": key, "mixture": t["mixture"], "targets": t["targets"], "average": t["average"],
+                     "xtreme": t["average"] if nine else None, "delta": delta, "trial": t["trial"],
+                     "mlflow_run_id": t["run_id"], "gpu_hours": t["gpu_hours"], "cpu_hours": t["cpu_hours"]})
     targets = [x for x in TARGETS if rows and x in rows[0]["targets"]]
     best_per_target = {x: max(rows, key=lambda r: r["targets"][x])["label"] for x in targets}
     per_target_scores = [max(r["targets"][x] for r in rows) for x in targets]
-    return {"rows": rows, "targets": targets, "best_per_target": best_per_target,
-            "best_per_target_xtreme": sum(per_target_scores) / len(per_target_scores) if targets else None,
-            "baseline_xtreme": base["xtreme"] if base else None}
+    per_target_average = sum(per_target_scores) / len(per_target_scores) if targets else None
+    return {"rows": rows, "targets": targets, "score_name": score_name(len(targets)),
+            "best_per_target": best_per_target, "best_per_target_average": per_target_average,
+            "best_per_target_xtreme": per_target_average if len(targets) == len(TARGETS) else None,
+            "baseline_average": base["average"] if base else None}
 
 
 def markdown(report: dict) -> str:
     targets = report["targets"]
-    lines = ["| configuration | " + " | ".join(targets) + " | XTREME |",
+    lines = ["| configuration | " + " | ".join(targets) + f" | {report['score_name']} |",
              "|---|" + "---:|" * (len(targets) + 1)]
     for r in report["rows"]:
         cells = [f"{r['targets'][x]:.1f}" + (f" ({r['delta'][x]:+.1f})" if r["label"] != "baseline" and x in r["delta"] else "")
                  for x in targets]
-        xt = f"{r['xtreme']:.2f}" + (f" ({r['delta']['xtreme']:+.2f})" if "xtreme" in r["delta"] and r["label"] != "baseline" else "")
-        lines.append(f"| {r['label']} | " + " | ".join(cells) + f" | {xt} |")
-    if report["best_per_target_xtreme"] is not None:
+        avg = f"{r['average']:.2f}" + (f" ({r['delta']['average']:+.2f})" if "average" in r["delta"] and r["label"] != "baseline" else "")
+        lines.append(f"| {r['label']} | " + " | ".join(cells) + f" | {avg} |")
+    if report["best_per_target_average"] is not None:
         per = ", ".join(f"{x}: {lab}" for x, lab in report["best_per_target"].items())
-        gain = ("" if report["baseline_xtreme"] is None
-                else f" ({report['best_per_target_xtreme'] - report['baseline_xtreme']:+.2f} vs baseline)")
-        lines += ["", f"Best model per target: XTREME {report['best_per_target_xtreme']:.2f}{gain} — {per}"]
+        gain = ("" if report["baseline_average"] is None
+                else f" ({report['best_per_target_average'] - report['baseline_average']:+.2f} vs baseline)")
+        lines += ["", f"Best model per target: {report['score_name']} {report['best_per_target_average']:.2f}{gain} — {per}"]
     c = report["cost"]
     lines += ["", f"Cost: {c['gpu_hours']:.3f} GPU-hours, {c['cpu_hours']:.3f} CPU-hours over {c['trials']} trials "
                   f"(pruned ones included)."]
@@ -107,10 +110,10 @@ def markdown(report: dict) -> str:
 def to_csv(report: dict) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["label", *report["targets"], "xtreme", *[f"delta_{x}" for x in report["targets"]], "delta_xtreme"])
+    w.writerow(["label", *report["targets"], "average", *[f"delta_{x}" for x in report["targets"]], "delta_average"])
     for r in report["rows"]:
-        w.writerow([r["label"], *[f"{r['targets'][x]:.4f}" for x in report["targets"]], f"{r['xtreme']:.4f}",
-                    *[f"{r['delta'].get(x, 0.0):.4f}" for x in report["targets"]], f"{r['delta'].get('xtreme', 0.0):.4f}"])
+        w.writerow([r["label"], *[f"{r['targets'][x]:.4f}" for x in report["targets"]], f"{r['average']:.4f}",
+                    *[f"{r['delta'].get(x, 0.0):.4f}" for x in report["targets"]], f"{r['delta'].get('average', 0.0):.4f}"])
     return buf.getvalue()
 
 
@@ -121,7 +124,7 @@ def make_report(search_dir: Path, split: str = "validation", log_to_mlflow: bool
     if not state.exists():
         raise XstiltsError(f"{search_dir} holds no search (no search.json); run `xstilts search` first")
     info = json.loads(state.read_text())
-    runs = trial_runs(info["tracking_uri"], info["experiment"], info["parent_run_id"])
+    runs = list(trial_runs(info["tracking_uri"], info["experiment"], info["parent_run_id"]).values())
     trials, cost = _trial_rows(runs, split), _cost(runs)
     if not trials:
         raise XstiltsError(f"search {search_dir.name!r} has no trial with {split} scores yet")
@@ -132,16 +135,15 @@ def make_report(search_dir: Path, split: str = "validation", log_to_mlflow: bool
     out.mkdir(exist_ok=True)
     summary = json.loads((search_dir / "summary.json").read_text()) if (search_dir / "summary.json").exists() else None
     plots = [history_plot(summary, out / "history.png") if summary else None,
-             weight_plot(finished(trials), out / "weights.png"), gain_heatmap(report, out / "gain_heatmap.png")]
+             weight_plot(finished(trials), out / "weights.png", report["score_name"]),
+             gain_heatmap(report, out / "gain_heatmap.png")]
     report["plots"] = [str(p) for p in plots if p]
     (out / "report.md").write_text(markdown(report))
     (out / "report.csv").write_text(to_csv(report))
     (out / "report.json").write_text(json.dumps(report, indent=1))
     if log_to_mlflow:
-        from mlflow import MlflowClient
-
-        client = MlflowClient(info["tracking_uri"])
+        parent = MlflowTracker(info["tracking_uri"], info["experiment"], "", run_id=info["parent_run_id"])
         for f in ["report.md", "report.csv", "report.json", *[Path(p).name for p in report["plots"]]]:
-            client.log_artifact(info["parent_run_id"], str(out / f), "report")
-        client.log_metric(info["parent_run_id"], "report/best_per_target_xtreme", report["best_per_target_xtreme"])
+            parent.log_artifact(out / f, "report")
+        parent.log_metrics({"report/best_per_target_average": report["best_per_target_average"]})
     return report

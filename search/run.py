@@ -18,13 +18,12 @@ from rich.table import Table
 from ray import tune
 
 from search.config import SearchConfig
-from search.space import mixture_of
-from search.summary import build_summary, summary_table
+from search.space import TrialSpec
+from search.summary import build_summary, mixture_label, summary_table
 from search.trainable import METRIC
-from search.tuner import (build_tuner, check_tracking, close_zombies, init_ray, parent_run, pipeline_raw,
-                          search_dir, _static)
-from trainables.config import validate
-from trainables.tracking import default_uri
+from search.tuner import (base_config, build_tuner, check_tracking, close_zombies, init_ray, parent_run,
+                          search_dir, trial_context)
+from trainables.tracking import TrackingStore, default_uri
 
 
 class LiveTable(tune.Callback):
@@ -50,8 +49,7 @@ class LiveTable(tune.Callback):
         return self._live
 
     def _update(self, trial, status: str, score=None) -> None:
-        mix = mixture_of(trial.config, self.candidates)
-        label = " + ".join(f"{t} {w:.2f}" for t, w in mix.items()) or "(baseline)"
+        label = mixture_label(TrialSpec.from_params(trial.config, self.candidates).mixture)
         old = self.rows.get(trial.trial_id, {})
         self.rows[trial.trial_id] = {"n": trial.config.get("optuna_trial"), "mixture": label, "status": status,
                                      "score": score if score is not None else old.get("score")}
@@ -90,14 +88,8 @@ class CloseRuns(tune.Callback):
         self.uri, self.experiment = uri, experiment
 
     def _close(self, trial, status: str) -> None:
-        from mlflow import MlflowClient
-
-        client = MlflowClient(self.uri)
-        exp = client.get_experiment_by_name(self.experiment)
-        if exp is None:
-            return
-        for run in client.search_runs([exp.experiment_id], f"tags.`ray.trial_id` = '{trial.trial_id}'"):
-            client.set_terminated(run.info.run_id, status)  # Ray's verdict on the trial is the final one
+        # Ray's verdict on the trial is the final one
+        TrackingStore(self.uri).terminate(self.experiment, "ray.trial_id", trial.trial_id, status)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._close(trial, "FINISHED")
@@ -111,23 +103,19 @@ def run_search(cfg: SearchConfig, resume: bool = False, address: str | None = No
     console = console or Console()
     started = time.time()
     root = search_dir(cfg)
-    raw = pipeline_raw(cfg)
-    pcfg = validate(raw)
-    from trainables.pipeline import ensure_toy_data
+    base = base_config(cfg)
+    from trainables.pipeline import base_model, ensure_toy_data
 
-    ensure_toy_data(pcfg, console.print)
+    ensure_toy_data(base, console.print)
     root.mkdir(parents=True, exist_ok=True)
-    uri = cfg.tracking_uri or pcfg.tracking.uri or default_uri()
+    uri = cfg.tracking_uri or base.tracking.uri or default_uri()
     init_ray(address)
     check_tracking(uri)
-    if pcfg.model.name == "toy":  # phase 1 once, in the driver, before trials race to build it
-        from trainables.pipeline import base_model
-        from trainables.train import pick_device
-
-        base_model(pcfg, Path(pcfg.data_dir) if pcfg.data_dir else None, pick_device("cpu"), console.print)
+    if base.model.name == "toy":  # phase 1 once, in the driver, before trials race to build it
+        base_model(base, Path(base.data_dir) if base.data_dir else None, console.print)
     parent = parent_run(cfg, uri, resume)
-    static = _static(cfg, raw, uri, parent.run_id)
-    tuner = build_tuner(cfg, static, len(pcfg.targets), resume, [LiveTable(list(cfg.candidates)), CloseRuns(uri, cfg.experiment_name)])
+    ctx = trial_context(cfg, base, uri, parent.run_id)
+    tuner = build_tuner(cfg, ctx, resume, [LiveTable(list(cfg.candidates)), CloseRuns(uri, cfg.experiment_name)])
     fit_started = time.time()
     results = tuner.fit()
     zombies = close_zombies(cfg)
@@ -139,11 +127,10 @@ def run_search(cfg: SearchConfig, resume: bool = False, address: str | None = No
     parent.log_dict(summary, "summary.json")
     table_console = Console(record=True, width=160, file=open(os.devnull, "w"))
     table_console.print(summary_table(summary, top=len(summary["trials"])))
-    parent.client.log_text(parent.run_id, table_console.export_text(), "summary_table.txt")
-    if summary["best"]:
-        parent.log_metrics({"best/validation_xtreme": summary["best"]["xtreme"],
-                            **({"best/test_xtreme": summary["best"]["test_xtreme"]}
-                               if summary["best"].get("test_xtreme") is not None else {})})
+    parent.log_text(table_console.export_text(), "summary_table.txt")
+    best = summary["best"]
+    if best:
+        parent.log_metrics({f"best/{k}": best[k] for k in ("average", "test_average", "xtreme") if best.get(k) is not None})
     parent.close()
     out = console if console.is_terminal else Console(width=200)  # piped: don't squeeze the table into 80 columns
     out.print(summary_table(summary))

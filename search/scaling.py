@@ -4,6 +4,7 @@ For each base model, one search runs the same configurations (baseline, the best
 mixture) with the same seeds (`repeats`); no early stopping. Per model and configuration the gain is the
 mean over seeds of (configuration - that model's own baseline) on the same seed, with a 95 % t-interval.
 Returns diminish when the gain falls as parameters grow (slope of gain against log10 parameters < 0).
+Scores are the validation average of the targets the preset scores (XTREME when all nine).
 Writes `<storage>/<name>/scaling.{md,json}` and `scaling.png`.
 
   xstilts scaling configs/search/scaling_toy.yaml     (CPU, tiny models)
@@ -54,45 +55,43 @@ def load_scaling_config(path, overrides=()) -> ScalingConfig:
 
 def _search_cfg(cfg: ScalingConfig, model: ModelSpec):
     from search.config import load_search_config
+    from trainables.config import update
 
     base = load_search_config(cfg.search, list(cfg.overrides))
     candidates = sorted({t for c in cfg.configurations for t in c}) or list(base.candidates)
     weights = [w for c in cfg.configurations for w in c.values()] or [1.0]
-    return load_search_config(cfg.search, list(cfg.overrides) + [
-        f"name={cfg.name}-{model.label}", f"num_samples={len(cfg.configurations)}", f"repeats={cfg.seeds}",
-        f"candidates={json.dumps(candidates)}", f"weight={{low: {min(weights)}, high: {max(weights)}}}",
-        f"points_to_evaluate={json.dumps(cfg.configurations)}", "scheduler={enabled: false}",
-        f"max_concurrent_trials={min(base.max_concurrent_trials, len(cfg.configurations))}",
-        "overrides=" + json.dumps(list(base.overrides) + list(model.overrides))])
+    return update(base, {
+        "name": f"{cfg.name}-{model.label}", "num_samples": len(cfg.configurations), "repeats": cfg.seeds,
+        "candidates": candidates, "weight": {"low": min(weights), "high": max(weights)},
+        "points_to_evaluate": list(cfg.configurations), "scheduler": {"enabled": False},
+        "max_concurrent_trials": min(base.max_concurrent_trials, len(cfg.configurations)),
+        "overrides": list(base.overrides) + list(model.overrides)}, f"scaling model {model.label}")
 
 
 def _params(scfg, model: ModelSpec) -> float:
     if model.params:
         return model.params
+    from search.tuner import base_config
     from trainables.model import load_encoder
     from trainables.pipeline import base_model, ensure_toy_data
-    from trainables.train import pick_device
-    from search.tuner import pipeline_raw
-    from trainables.config import validate
 
-    pcfg = validate(pipeline_raw(scfg))
+    pcfg = base_config(scfg)
     if pcfg.model.name != "toy":
         raise XstiltsError(f"model {model.label}: give `params` (its parameter count) in the scaling config")
     ensure_toy_data(pcfg)
-    path = base_model(pcfg, Path(pcfg.data_dir), pick_device("cpu"), lambda *a: None)
+    path = base_model(pcfg, Path(pcfg.data_dir), lambda *a: None)
     return float(sum(p.numel() for p in load_encoder(path).parameters()))
 
 
 def _per_seed(info: dict) -> dict[str, dict[int, float]]:
-    """label -> seed -> validation XTREME, from the trials' MLflow runs."""
+    """label -> seed -> validation average, from the trials' MLflow runs."""
     from search.report import label_of
-    from search.summary import run_mixture, trial_runs
+    from search.summary import trial_runs
+    from trainables import names
 
     out: dict[str, dict[int, float]] = {}
-    for run in trial_runs(info["tracking_uri"], info["experiment"], info["parent_run_id"]):
-        seeds = {int(k.split("/")[1]): v for k, v in run.data.metrics.items()
-                 if k.startswith("seed/") and k.endswith("/validation_xtreme")}
-        out[label_of(run_mixture(run))] = seeds
+    for run in trial_runs(info["tracking_uri"], info["experiment"], info["parent_run_id"]).values():
+        out[label_of(run.mixture())] = names.seed_values(run.metrics, names.average("validation"))
     return out
 
 
@@ -147,7 +146,7 @@ def run_scaling(cfg: ScalingConfig, address: str | None = None, console=None) ->
 
 def scaling_markdown(result: dict) -> str:
     labels = sorted({l for m in result["models"] for l in m["gains"]})
-    lines = ["| model | parameters | baseline XTREME | " + " | ".join(f"gain: {l} (95% CI)" for l in labels) + " |",
+    lines = ["| model | parameters | baseline average | " + " | ".join(f"gain: {l} (95% CI)" for l in labels) + " |",
              "|---|---:|---:|" + "---:|" * len(labels)]
     for m in result["models"]:
         cells = [f"{m['gains'][l]['gain']:+.2f} [{m['gains'][l]['low']:+.2f}, {m['gains'][l]['high']:+.2f}]"

@@ -1,13 +1,23 @@
-"""The define-by-run search space for OptunaSearch. Only trial.suggest_* calls: no I/O, no training.
+"""The search space, and the one conversion between Optuna's parameters and a typed `TrialSpec`.
 
-Per candidate task: in or out (`use_<task>`), and a weight when in (`w_<task>`); the empty mixture is the
-pretrained baseline. Optional: sampling temperature, phase-2 and phase-3 learning rates (log scale),
-phase-2 steps. `trial_overrides` turns the sampled parameters into pipeline overrides.
+`define_space` is the define-by-run space for OptunaSearch: only `trial.suggest_*` calls, no I/O, no
+training. Per candidate task: in or out (`use_<task>`), and a weight when in (`w_<task>`); the empty mixture
+is the pretrained baseline. Optional: sampling temperature, phase-2 and phase-3 learning rates (log scale),
+phase-2 steps. `TrialSpec.from_params` / `.to_params` are the only translations between those parameters
+and the values a trial runs with; `TrialSpec.pipeline_config` turns a spec into a `PipelineConfig` by a typed
+update of the search's base config (no override strings).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field, replace
+from typing import Mapping
+
 from search.config import SearchConfig
+from trainables.config import PipelineConfig, update
+
+TUNED = {"temperature": ("intermediate", "temperature"), "intermediate_lr": ("intermediate", "lr"),
+         "target_lr": ("target", "lr"), "steps": ("intermediate", "steps")}
 
 
 def define_space(trial, cfg: SearchConfig) -> dict:
@@ -25,23 +35,43 @@ def define_space(trial, cfg: SearchConfig) -> dict:
     return {"optuna_trial": trial.number}  # rides along into the trial's config (for tags)
 
 
-def mixture_of(params: dict, candidates: list[str]) -> dict[str, float]:
-    """The sampled mixture: weights of the tasks that are in (absent keys = not chosen)."""
-    return {t: float(params[f"w_{t}"]) for t in candidates if params.get(f"use_{t}") and f"w_{t}" in params}
+@dataclass(frozen=True)
+class TrialSpec:
+    """What one trial runs: mixture weights (absent = not chosen), and the tuned settings it overrides (None:
+    the base pipeline's value). `seed` is the pipeline seed of one run of the configuration."""
 
+    mixture: Mapping[str, float] = field(default_factory=dict)
+    temperature: float | None = None
+    intermediate_lr: float | None = None
+    target_lr: float | None = None
+    steps: int | None = None
+    seed: int = 0
 
-def point_params(mixture: dict[str, float], candidates: list[str]) -> dict:
-    """A known mixture as Optuna parameters, for points_to_evaluate."""
-    out: dict = {f"use_{t}": t in mixture for t in candidates}
-    out.update({f"w_{t}": w for t, w in mixture.items()})
-    return out
+    @classmethod
+    def from_params(cls, params: Mapping, candidates, seed: int = 0) -> "TrialSpec":
+        mixture = {t: float(params[f"w_{t}"]) for t in candidates if params.get(f"use_{t}") and f"w_{t}" in params}
+        tuned = {k: params[k] for k in TUNED if params.get(k) is not None}
+        if "steps" in tuned:
+            tuned["steps"] = int(tuned["steps"])
+        return cls(mixture=mixture, seed=seed, **{k: (v if k == "steps" else float(v)) for k, v in tuned.items()})
 
+    def to_params(self, candidates) -> dict:
+        """The spec as Optuna parameters (for points_to_evaluate)."""
+        out: dict = {f"use_{t}": t in self.mixture for t in candidates}
+        out.update({f"w_{t}": w for t, w in self.mixture.items()})
+        out.update({k: getattr(self, k) for k in TUNED if getattr(self, k) is not None})
+        return out
 
-def trial_overrides(params: dict, candidates: list[str]) -> list[str]:
-    mix = mixture_of(params, candidates)
-    out = ["intermediate.mixture={" + ", ".join(f"{t}: {w!r}" for t, w in mix.items()) + "}"]
-    for key, target in (("temperature", "intermediate.temperature"), ("intermediate_lr", "intermediate.lr"),
-                        ("target_lr", "target.lr"), ("steps", "intermediate.steps")):
-        if key in params:
-            out.append(f"{target}={params[key]!r}")
-    return out
+    def with_seed(self, seed: int) -> "TrialSpec":
+        return replace(self, seed=seed)
+
+    def tuned(self) -> dict:
+        """The tuned settings this spec sets, by name (for tracking)."""
+        return {k: getattr(self, k) for k in TUNED if getattr(self, k) is not None}
+
+    def pipeline_config(self, base: PipelineConfig) -> PipelineConfig:
+        updates: dict = {"seed": self.seed, "intermediate": {"mixture": dict(self.mixture)}}
+        for name, (section, key) in TUNED.items():
+            if getattr(self, name) is not None:
+                updates.setdefault(section, {})[key] = getattr(self, name)
+        return update(base, updates, "trial config")

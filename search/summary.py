@@ -1,7 +1,8 @@
 """A search's summary (DESIGN.md): every trial from Optuna, joined with its MLflow run; the best mixture.
 
-Selection uses `validation/xtreme` only (Optuna's objective). The best trial's test-split scores are
-read off its MLflow run for the report; they never fed the search.
+Selection uses `validation/average` only (Optuna's objective). A trial's mixture is the probabilities it
+trained with (its run's `mix/<task>` params, after sampler and temperature), not its raw weights. The test
+split's scores are read off the runs for reports; they never fed the search.
 """
 
 from __future__ import annotations
@@ -11,72 +12,76 @@ from optuna.trial import TrialState
 from rich.table import Table
 
 from search.config import SearchConfig
-from search.space import mixture_of
+from search.space import TrialSpec
 from search.tuner import optuna_storage
+from trainables import names
 from trainables.mixture import Mixture
 from trainables.tasks import TARGETS
+from trainables.tracking import RunRecord, TrackingStore
 
 
-def trial_runs(uri: str, experiment: str, parent: str) -> list:
-    """The MLflow runs of a search's trials (the children of its parent run)."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        return []
-    return client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent}'", max_results=5000)
+def trial_runs(uri: str, experiment: str, parent: str) -> dict[int, RunRecord]:
+    """The MLflow runs of a search's trials (the children of its parent run), by Optuna trial number."""
+    runs = TrackingStore(uri).children(experiment, parent)
+    return {int(r.tags["optuna.trial"]): r for r in runs if r.tags.get("optuna.trial", "").isdigit()}
 
 
-def run_mixture(run) -> dict[str, float]:
-    """A trial run's mixture probabilities, from its logged `weight/<task>` params."""
-    weights = {k[7:]: float(v) for k, v in run.data.params.items() if k.startswith("weight/") and float(v) > 0}
-    return Mixture(weights).probabilities()
+def trained_mixture(run: RunRecord | None, spec: TrialSpec) -> dict[str, float]:
+    """The probabilities a trial trained with: its run's `mix/` params; without a run, the spec's weights
+    through the explicit sampler (what the pipeline does unless the preset chose a size-based sampler)."""
+    if run is not None and any(k.startswith(names.MIX) for k in run.params):
+        return run.mixture()
+    return Mixture(dict(spec.mixture), temperature=spec.temperature or 1.0).probabilities()
 
 
-def _runs_by_trial(uri: str, experiment: str, parent: str) -> dict[int, object]:
-    runs = trial_runs(uri, experiment, parent)
-    return {int(r.data.tags["optuna.trial"]): r for r in runs if r.data.tags.get("optuna.trial", "").isdigit()}
+def mixture_label(mixture: dict[str, float]) -> str:
+    if not mixture:
+        return "(baseline)"
+    return " + ".join(f"{t} {p:.2f}" for t, p in sorted(mixture.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def score_name(n_targets: int) -> str:
+    """Tables say XTREME only for all nine targets."""
+    return "XTREME" if n_targets == len(TARGETS) else f"avg of {n_targets}"
 
 
 def build_summary(cfg: SearchConfig, uri: str, parent: str, errors: int = 0, zombies: int = 0) -> dict:
     study = optuna.load_study(study_name=cfg.name, storage=optuna_storage(cfg))
-    runs = _runs_by_trial(uri, cfg.experiment_name, parent)
+    runs = trial_runs(uri, cfg.experiment_name, parent)
     trials = []
     for t in study.get_trials(deepcopy=False):
         if t.state == TrialState.RUNNING:
             continue
-        mix = mixture_of(t.params, cfg.candidates)
         run = runs.get(t.number)
-        m = run.data.metrics if run else {}
+        m = run.metrics if run else {}
         trials.append({
-            "number": t.number, "state": t.state.name, "mixture": Mixture(mix).probabilities(),
-            "params": dict(t.params), "xtreme": t.value if t.state == TrialState.COMPLETE else None,
-            "test_xtreme": m.get("xtreme"), "mlflow_run_id": run.info.run_id if run else None,
-            "targets": {k.split("/")[2]: v for k, v in m.items()
-                        if k.startswith("validation/target/") and k.endswith("/score")},
+            "number": t.number, "state": t.state.name,
+            "mixture": trained_mixture(run, TrialSpec.from_params(t.params, cfg.candidates)),
+            "params": dict(t.params), "average": t.value if t.state == TrialState.COMPLETE else None,
+            "xtreme": m.get(names.xtreme("validation")) if t.state == TrialState.COMPLETE else None,
+            "test_average": m.get(names.average("test")), "test_xtreme": m.get(names.xtreme("test")),
+            "mlflow_run_id": run.run_id if run else None, "targets": names.target_scores(m, "validation"),
         })
-    done = [t for t in trials if t["state"] == "COMPLETE" and t["xtreme"] is not None]
-    best = max(done, key=lambda t: t["xtreme"]) if done else None
+    done = [t for t in trials if t["state"] == "COMPLETE" and t["average"] is not None]
+    best = max(done, key=lambda t: t["average"]) if done else None
     return {
         "name": cfg.name, "num_samples": cfg.num_samples, "optuna_storage": optuna_storage(cfg),
         "mlflow": {"tracking_uri": uri, "experiment": cfg.experiment_name, "parent_run_id": parent},
         "trials": trials, "errors": errors, "zombies_closed": zombies,
-        "best": None if best is None else {"number": best["number"], "mixture": best["mixture"],
-                                           "xtreme": best["xtreme"], "test_xtreme": best["test_xtreme"],
-                                           "targets": best["targets"]},
+        "best": None if best is None else {k: best[k] for k in ("number", "mixture", "average", "xtreme",
+                                                               "test_average", "test_xtreme", "targets")},
     }
 
 
 def summary_table(summary: dict, top: int = 5) -> Table:
-    done = sorted((t for t in summary["trials"] if t["xtreme"] is not None), key=lambda t: -t["xtreme"])[:top]
+    done = sorted((t for t in summary["trials"] if t["average"] is not None), key=lambda t: -t["average"])[:top]
     targets = [t for t in TARGETS if any(t in d["targets"] for d in done)]
-    table = Table("#", "mixture", "val XTREME", "test XTREME", *targets,
+    label = score_name(len(targets))
+    table = Table("#", "mixture", f"val {label}", f"test {label}", *targets,
                   title=f"{summary['name']}: best mixtures (of {len(summary['trials'])} trials; "
                         f"{sum(t['state'] == 'PRUNED' for t in summary['trials'])} pruned)")
     for t in done:
-        label = " + ".join(f"{k} {p:.2f}" for k, p in t["mixture"].items()) or "(baseline)"
-        table.add_row(str(t["number"]), label, f"{t['xtreme']:.2f}",
-                      "-" if t["test_xtreme"] is None else f"{t['test_xtreme']:.2f}",
+        table.add_row(str(t["number"]), mixture_label(t["mixture"]), f"{t['average']:.2f}",
+                      "-" if t["test_average"] is None else f"{t['test_average']:.2f}",
                       *(f"{t['targets'].get(x, float('nan')):.1f}" for x in targets))
     return table

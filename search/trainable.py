@@ -1,10 +1,15 @@
-"""The Ray Tune trainable: a thin adapter from a trial's sampled parameters to `trainables.run_pipeline`.
+"""The Ray Tune trainable: a thin adapter from a trial's parameters to `trainables.pipeline.Pipeline`.
 
-Per rung (one per target) it reports `validation/xtreme` (the objective: validation splits only) and
-checkpoints the finished targets, so a retried or resumed trial continues where it stopped (phase 2
-comes back from the content-addressed cache). Each trial logs one MLflow run nested under the search's
-parent run, tagged with the Ray trial id, the Optuna trial number, the node and the phase-2 cache hit;
-a restarted trial finds its run again by tag instead of creating a duplicate.
+The adapter owns orchestration. A trial runs its configuration (a `TrialSpec`) with `repeats` seeds in
+lockstep: each pipeline yields its targets in rung order, and after each target the adapter reports one
+rung to Tune — the mean over seeds of `validation/average` (the objective: validation splits only) — so ASHA
+can stop repeated configurations early too. Fine-tuned targets fan out over the trial's extra placement-group
+bundles when `resources.fan_out > 1`.
+
+Resume is a cache hit: a retried or restored trial starts again from the top; phases 2 and 3 come back from
+the content-addressed cache, and rungs already reported (its checkpointed `TrialState`) are not reported again.
+Each trial logs one MLflow run nested under the search's parent run, tagged with the Ray trial id, the Optuna
+trial number, the node and the phase-2 cache hit; a restarted trial finds its run again by tag.
 """
 
 from __future__ import annotations
@@ -12,112 +17,100 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import ray
 from ray import tune
 
-from search.space import mixture_of, trial_overrides
-from trainables.config import apply_overrides, validate
-from trainables.pipeline import run_pipeline
-from trainables.tracking import MlflowTracker, NullTracker
+from search.space import TrialSpec
+from trainables import names
+from trainables.config import PipelineConfig
+from trainables.pipeline import Pipeline, summarise
+from trainables.tracking import MlflowTracker, NullTracker, TrackingStore, flatten_results
 
-METRIC = "validation/xtreme"
+METRIC = names.OBJECTIVE
 STATE = "state.json"
 
 
-def pipeline_config(params: dict, static: dict, seed: int):
-    raw = apply_overrides(static["pipeline"], trial_overrides(params, static["candidates"]) + [f"seed={seed}"])
-    return validate(raw, "trial config")
+@dataclass(frozen=True)
+class TrialContext:
+    """Search-wide constants every trial needs (passed once through `tune.with_parameters`)."""
+
+    name: str
+    base: PipelineConfig  # the trial's pipeline preset, validated, paths absolute
+    candidates: tuple[str, ...]
+    tracking_uri: str | None
+    experiment: str
+    parent_run_id: str | None
+    seed: int
+    repeats: int
+    cpu: float
+    gpu: float
+    fan_out: int
+
+    @property
+    def seeds(self) -> list[int]:
+        return [self.seed + k for k in range(self.repeats)]
+
+    @property
+    def n_rungs(self) -> int:
+        return len(self.base.targets)
 
 
-def _tracker(static: dict, params: dict, trial_id: str, state: dict):
-    if not static.get("tracking_uri"):
+@dataclass
+class TrialState:
+    """What a trial checkpoints at every rung."""
+
+    mlflow_run_id: str | None = None
+    rung: int = 0  # rungs already reported to Tune
+    elapsed_s: float = 0.0  # wall time of all attempts so far (for cost)
+
+    def save(self, folder: Path) -> None:
+        (folder / STATE).write_text(json.dumps(asdict(self)))
+
+    @classmethod
+    def load(cls, checkpoint) -> "TrialState":
+        if checkpoint is None:
+            return cls()
+        with checkpoint.as_directory() as d:
+            raw = json.loads((Path(d) / STATE).read_text())
+        return cls(**{k: raw[k] for k in ("mlflow_run_id", "rung", "elapsed_s") if k in raw})
+
+
+def _tracker(ctx: TrialContext, params: dict, trial_id: str, state: TrialState):
+    if not ctx.tracking_uri:
         return NullTracker()
     tags = {"ray.trial_id": trial_id, "optuna.trial": str(params.get("optuna_trial", "")),
-            "node": ray.get_runtime_context().get_node_id()[:12], "xstilts.search": static["name"]}
-    run_id = state.get("mlflow_run_id") or _find_run(static, trial_id)
-    tracker = MlflowTracker(static["tracking_uri"], static["experiment"], f"trial-{params.get('optuna_trial')}",
-                            parent_run_id=static.get("parent_run_id"), tags=tags, run_id=run_id)
+            "node": ray.get_runtime_context().get_node_id()[:12], "xstilts.search": ctx.name}
+    found = None if state.mlflow_run_id else TrackingStore(ctx.tracking_uri).find(ctx.experiment, "ray.trial_id", trial_id)
+    run_id = state.mlflow_run_id or (found.run_id if found else None)
+    tracker = MlflowTracker(ctx.tracking_uri, ctx.experiment, f"trial-{params.get('optuna_trial')}",
+                            parent_run_id=ctx.parent_run_id, tags=tags, run_id=run_id)
     if run_id:
         tracker.set_tags(tags)  # the node may have changed after a restart
     return tracker
 
 
-def _find_run(static: dict, trial_id: str) -> str | None:
-    from mlflow import MlflowClient
-
-    client = MlflowClient(static["tracking_uri"])
-    exp = client.get_experiment_by_name(static["experiment"])
-    if exp is None:
-        return None
-    runs = client.search_runs([exp.experiment_id], f"tags.`ray.trial_id` = '{trial_id}'", max_results=1)
-    return runs[0].info.run_id if runs else None
-
-
-def run_trial(params: dict, static: dict) -> None:
-    """Tune function trainable; `static` (search-wide constants) comes through tune.with_parameters."""
-    ckpt = tune.get_checkpoint()
-    state: dict = {}
-    if ckpt:
-        with ckpt.as_directory() as d:
-            state = json.loads((Path(d) / STATE).read_text())
-    trial_id = tune.get_context().get_trial_id()
-    tracker = _tracker(static, params, trial_id, state)
-    state["mlflow_run_id"] = tracker.run_id
-    state["_since"] = time.time()
-    seeds = [static["seed"] + k for k in range(static["repeats"])]
-    mix = mixture_of(params, static["candidates"])
-    tracker.log_params({**{f"weight/{t}": mix.get(t, 0.0) for t in static["candidates"]},
-                        **{k: v for k, v in params.items() if not k.startswith(("use_", "w_"))}})
-    try:
-        if len(seeds) == 1:
-            _single(params, static, seeds[0], tracker, state)
-        else:
-            _repeated(params, static, seeds, tracker, state)
-    except Exception:
-        tracker.close("FAILED")
-        raise
-    # Ray ends a trial it stops (ASHA, or done) by raising inside tune.report: that skips this line, and the
-    # driver's CloseRuns callback closes the run instead.
-    tracker.close()
+def mean_splits(per_seed: list[dict]) -> dict:
+    """split -> lang -> metric -> mean over seeds (one seed: itself)."""
+    if len(per_seed) == 1:
+        return per_seed[0]
+    out: dict = {}
+    for split in per_seed[0]:
+        out[split] = {lang: {m: float(np.mean([r[split][lang][m] for r in per_seed])) for m in values}
+                      for lang, values in per_seed[0][split].items()}
+    return out
 
 
-def _report(metrics: dict, state: dict, static: dict | None = None, tracker=None) -> None:
-    if static is not None:  # cost so far: wall time of this trial (all attempts) x its resources
-        now = time.time()
-        state["elapsed_s"] = state.get("elapsed_s", 0.0) + now - state.pop("_since", now)
-        state["_since"] = now
-        hours = state["elapsed_s"] / 3600
-        cost = {"cost/cpu_hours": hours * static["cpu"], "cost/gpu_hours": hours * static["gpu"]}
-        metrics = {**metrics, **cost}
-        if tracker is not None:
-            tracker.log_metrics(cost)
-    with tempfile.TemporaryDirectory() as d:
-        (Path(d) / STATE).write_text(json.dumps(state))
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
-
-
-def _single(params, static, seed, tracker, state) -> None:
-    cfg = pipeline_config(params, static, seed)
-
-    def report(metrics: dict, pstate: dict) -> None:
-        state["per_target"] = pstate["per_target"]
-        _report({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, state, static, tracker)
-
-    results = run_pipeline(cfg, report=report, tracker=tracker, log=lambda *a: None,
-                           done=state.get("per_target"), target_map=fan_out_map(static))
-    tracker.set_tags({"phase2.dir": results["phase2"].get("dir", "")})
-
-
-def fan_out_map(static: dict):
+def fan_out_map(ctx: TrialContext):
     """With resources.fan_out > 1, each fine-tuned target runs as a Ray task in one of the trial's extra
     placement-group bundles (Tune's placement group captures the trial's child tasks); results come back in
     target order, so the rungs stay the same as in a sequential trial."""
-    if static.get("fan_out", 1) <= 1:
+    if ctx.fan_out <= 1:
         return None
-    opts = {"num_cpus": static["cpu"], **({"num_gpus": static["gpu"]} if static["gpu"] else {})}
+    opts = {"num_cpus": ctx.cpu, **({"num_gpus": ctx.gpu} if ctx.gpu else {})}
 
     def target_map(fn, calls):
         remote = ray.remote(**opts)(fn)
@@ -127,26 +120,66 @@ def fan_out_map(static: dict):
     return target_map
 
 
-def _repeated(params, static, seeds, tracker, state) -> None:
-    """Several seeds of one configuration: the objective is their mean, the spread is logged. One report.
-    Per-seed XTREME (`seed/<s>/validation_xtreme`) and per-target means are logged for reports."""
-    scores: dict[str, dict] = state.setdefault("repeats", {})
-    for seed in seeds:
-        if str(seed) in scores:
-            continue
-        r = run_pipeline(pipeline_config(params, static, seed), log=lambda *a: None)
-        scores[str(seed)] = {"val": r["validation"]["xtreme"], "test": r["xtreme"],
-                             "val_targets": {t: e["score"] for t, e in r["validation"]["targets"].items()},
-                             "test_targets": {t: e["score"] for t, e in r["targets"].items()}}
-        tracker.log_metrics({f"seed/{seed}/validation_xtreme": r["validation"]["xtreme"],
-                             f"seed/{seed}/test_xtreme": r["xtreme"]})
-    val = np.array([v["val"] for v in scores.values()])
-    test = np.array([v["test"] for v in scores.values()])
-    per_target = {}
-    for key, prefix in (("val_targets", "validation/"), ("test_targets", "")):
-        for t in next(iter(scores.values()))[key]:
-            per_target[f"{prefix}target/{t}/score"] = float(np.mean([v[key][t] for v in scores.values()]))
-    metrics = {METRIC: float(val.mean()), "validation/xtreme_std": float(val.std()), "xtreme": float(test.mean()),
-               "test/xtreme": float(test.mean()), "test/xtreme_std": float(test.std()), "repeats": len(val)}
-    tracker.log_metrics({**metrics, **per_target})
-    _report(metrics, state, static, tracker)
+def run_trial(params: dict, ctx: TrialContext) -> None:
+    """Tune function trainable."""
+    state = TrialState.load(tune.get_checkpoint())
+    spec = TrialSpec.from_params(params, ctx.candidates)
+    tracker = _tracker(ctx, params, tune.get_context().get_trial_id(), state)
+    state.mlflow_run_id = tracker.run_id
+    clock = time.time()
+    try:
+        pipes = [Pipeline(spec.with_seed(s).pipeline_config(ctx.base), log=lambda *a: None).prepare()
+                 for s in ctx.seeds]
+        tracker.log_params({**{names.weight_param(t): spec.mixture.get(t, 0.0) for t in ctx.candidates},
+                            **pipes[0].params(), **spec.tuned(), "seed": ctx.seed, "repeats": ctx.repeats})
+        tracker.set_tags({"cache_hit": str(all(p.phase2.get("cache_hit") for p in pipes)).lower(),
+                          "phase2.dir": pipes[0].phase2.get("dir", "")})
+        combined: dict[str, dict] = {}
+        streams = [p.targets(fan_out_map(ctx)) for p in pipes]
+        for rung, per_seed in enumerate(zip(*streams), start=1):
+            name = per_seed[0].name
+            combined[name] = mean_splits([r.splits for r in per_seed])
+            if rung <= state.rung:  # reported before a restart; its results came back from the cache
+                continue
+            metrics = _rung_metrics(ctx, pipes, combined)
+            now = time.time()
+            state.elapsed_s += now - clock
+            clock = now
+            hours = state.elapsed_s / 3600
+            cost = {"cost/cpu_hours": hours * ctx.cpu, "cost/gpu_hours": hours * ctx.gpu}
+            tracker.log_metrics({**metrics, **cost}, step=rung)
+            state.rung = rung
+            _report({"rung": rung, **{k: v for k, v in metrics.items() if _reported(k)}, **cost}, state)
+    except Exception:
+        tracker.close("FAILED")
+        raise
+    # Ray ends a trial it stops (ASHA, or done) by raising inside tune.report: that skips this line, and the
+    # driver's CloseRuns callback closes the run instead.
+    tracker.close()
+
+
+def _rung_metrics(ctx: TrialContext, pipes: list[Pipeline], combined: dict) -> dict:
+    """Everything logged at a rung: each split's summary of the seed-averaged results, the spread over seeds
+    and each seed's own average (repeats)."""
+    metrics: dict = {}
+    for split in ctx.base.eval_splits:
+        metrics.update(flatten_results(summarise(combined, split), split))
+    if len(pipes) > 1:
+        for split in ctx.base.eval_splits:
+            per_seed = [p.summary(split)["average"] for p in pipes]
+            metrics[names.average_std(split)] = float(np.std(per_seed))
+            for p, value in zip(pipes, per_seed):
+                metrics[names.seed_metric(p.cfg.seed, names.average(split))] = value
+    return metrics
+
+
+def _reported(key: str) -> bool:
+    """The metrics Tune sees at each rung: the objective, the test average, XTREME, and the spread."""
+    name = names.parse_metric(key)
+    return name.kind in ("average", "xtreme") or key.endswith("_std")
+
+
+def _report(metrics: dict, state: TrialState) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        state.save(Path(d))
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))

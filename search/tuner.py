@@ -25,11 +25,11 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from search.config import SearchConfig
-from search.space import define_space, point_params
-from search.trainable import METRIC, run_trial
-from trainables.config import load_config
+from search.space import TrialSpec, define_space
+from search.trainable import METRIC, TrialContext, run_trial
+from trainables.config import PipelineConfig, load_config, update
 from trainables.errors import XstiltsError
-from trainables.tracking import MlflowTracker, default_uri
+from trainables.tracking import MlflowTracker
 
 
 class PrunedOptunaSearch(OptunaSearch):
@@ -104,22 +104,18 @@ def check_tracking(uri: str) -> None:
                            f"from the driver; run an MLflow tracking server and pass tracking_uri=http://HOST:5000")
 
 
-def _static(cfg: SearchConfig, pipeline_raw: dict, uri: str, parent: str | None) -> dict:
-    return {"name": cfg.name, "pipeline": pipeline_raw, "candidates": list(cfg.candidates), "tracking_uri": uri,
-            "experiment": cfg.experiment_name, "parent_run_id": parent, "seed": pipeline_raw.get("seed", 0),
-            "repeats": cfg.repeats, "cpu": cfg.resources.cpu, "gpu": cfg.resources.gpu,
-            "fan_out": cfg.resources.fan_out}
-
-
-def pipeline_raw(cfg: SearchConfig) -> dict:
+def base_config(cfg: SearchConfig) -> PipelineConfig:
     """The trial's pipeline preset, validated, with paths made absolute (trials run in other folders)."""
     pcfg = load_config(cfg.pipeline, list(cfg.overrides))
-    raw = pcfg.model_dump()
-    raw["data_dir"] = str(Path(pcfg.data_dir).resolve()) if pcfg.data_dir else None
-    raw["cache_dir"] = str(Path(pcfg.cache_dir).resolve())
-    raw["progress"] = False
-    raw["tracking"] = {**raw["tracking"], "enabled": False}  # the trainable owns the trial's run
-    return raw
+    return update(pcfg, {"data_dir": str(Path(pcfg.data_dir).resolve()) if pcfg.data_dir else None,
+                         "cache_dir": str(Path(pcfg.cache_dir).resolve()), "progress": False,
+                         "tracking": {"enabled": False}})  # the trainable owns the trial's run
+
+
+def trial_context(cfg: SearchConfig, base: PipelineConfig, uri: str | None, parent: str | None) -> TrialContext:
+    return TrialContext(name=cfg.name, base=base, candidates=tuple(cfg.candidates), tracking_uri=uri,
+                        experiment=cfg.experiment_name, parent_run_id=parent, seed=base.seed, repeats=cfg.repeats,
+                        cpu=cfg.resources.cpu, gpu=cfg.resources.gpu, fan_out=cfg.resources.fan_out)
 
 
 def parent_run(cfg: SearchConfig, uri: str, resume: bool) -> MlflowTracker:
@@ -152,18 +148,19 @@ def check_resources(cfg: SearchConfig) -> None:
                                f"lower resources.{key.lower()} (or resources.fan_out), or add nodes")
 
 
-def build_tuner(cfg: SearchConfig, static: dict, n_rungs: int, resume: bool, callbacks: list) -> tune.Tuner:
+def build_tuner(cfg: SearchConfig, ctx: TrialContext, resume: bool, callbacks: list) -> tune.Tuner:
     check_resources(cfg)
-    trainable = tune.with_resources(tune.with_parameters(run_trial, static=static), trial_resources(cfg))
+    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), trial_resources(cfg))
     exp_dir = search_dir(cfg) / "ray"
     if resume and tune.Tuner.can_restore(str(exp_dir)):
         return tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_errored=True)
     if resume:
         raise XstiltsError(f"nothing to resume under {exp_dir}; run the search without --resume")
-    max_t = 1 if cfg.repeats > 1 else n_rungs
+    max_t = ctx.n_rungs
+    points = [TrialSpec(mixture=p).to_params(cfg.candidates) for p in cfg.points_to_evaluate]
     searcher = PrunedOptunaSearch(
         functools.partial(define_space, cfg=cfg), metric=METRIC, mode="max", max_t=max_t,
-        points_to_evaluate=[point_params(p, cfg.candidates) for p in cfg.points_to_evaluate] or None,
+        points_to_evaluate=points or None,
         sampler=optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=min(10, max(2, cfg.num_samples // 3))),
         storage=optuna.storages.RDBStorage(optuna_storage(cfg)), study_name=cfg.name)
     scheduler = (SeededASHA(time_attr="training_iteration", max_t=max_t, grace_period=min(cfg.scheduler.grace_period, max_t),

@@ -3,7 +3,8 @@
 Run: pytest tests/test_features.py
 """
 
-from trainables.features import IGNORE, featurize, featurize_span_qa
+from trainables.features import IGNORE, featurize_span_qa
+from trainables.kinds import featurize
 
 
 def _answer_text(feature, context):

@@ -18,9 +18,18 @@ XLMR_LARGE = {
 
 def test_xtreme_golden_68_25():
     out = metrics.xtreme_score({t: {"en": m} for t, m in XLMR_LARGE.items()})
-    assert out["xtreme"] == pytest.approx(68.25, abs=1e-9)
+    assert out["xtreme"] == pytest.approx(68.25, abs=1e-9) and out["average"] == out["xtreme"]
     assert out["tasks"]["xquad"] == pytest.approx(68.7) and out["tasks"]["tydiqa"] == pytest.approx(55.05)
     assert out["categories"]["qa"] == pytest.approx((68.7 + 62.4 + 55.05) / 3)
+
+
+def test_xtreme_only_for_all_nine_targets():
+    """evaluate.py reports the overall score only when every task is present; fewer is an average of k."""
+    partial = {t: {"en": m} for t, m in XLMR_LARGE.items() if t != "tatoeba"}
+    out = metrics.xtreme_score(partial)
+    assert out["xtreme"] is None
+    assert out["average"] == pytest.approx((68.25 * 9 - 57.3) / 8)
+    assert "retrieval" not in out["categories"] and set(out["categories"]) == {"classification", "tagging", "qa"}
 
 
 def test_task_score_is_mean_over_languages_then_em_f1():
@@ -58,8 +67,8 @@ def test_mlqa_language_aware():
 
 def test_ner_f1_entity_level():
     gold = [["B-PER", "I-PER", "O", "B-LOC"]]
-    assert metrics.ner_f1([["B-PER", "I-PER", "O", "O"]], gold) == pytest.approx(100 * 2 / 3)
-    assert metrics.ner_f1([["B-PER", "O", "O", "B-LOC"]], gold) == pytest.approx(50.0)  # a cut span is wrong
+    assert metrics.tag_f1([["B-PER", "I-PER", "O", "O"]], gold) == pytest.approx(100 * 2 / 3)
+    assert metrics.tag_f1([["B-PER", "O", "O", "B-LOC"]], gold) == pytest.approx(50.0)  # a cut span is wrong
 
 
 def test_pos_f1_is_xtremes_seqeval_call_not_token_accuracy():
@@ -67,8 +76,8 @@ def test_pos_f1_is_xtremes_seqeval_call_not_token_accuracy():
     pred = [["NOUN", "VERB", "VERB", "NOUN"]]
     from seqeval.metrics import f1_score
 
-    assert metrics.pos_f1(pred, gold) == pytest.approx(100 * f1_score(gold, pred))
-    assert metrics.pos_f1(pred, gold) != pytest.approx(75.0)  # token accuracy would be 75
+    assert metrics.tag_f1(pred, gold) == pytest.approx(100 * f1_score(gold, pred))
+    assert metrics.tag_f1(pred, gold) != pytest.approx(75.0)  # token accuracy would be 75
 
 
 def test_tatoeba_accuracy_on_constructed_embeddings():

@@ -56,7 +56,7 @@ def check_search(tmp: Path, name: str, uri: str) -> dict:
     assert len(parents) == 1 and parents[0].info.run_id == summary["mlflow"]["parent_run_id"]
     numbers = sorted(int(k.data.tags["optuna.trial"]) for k in kids)
     assert numbers == list(range(N)), numbers  # one run per trial, no duplicates
-    assert all("validation/xtreme" in k.data.metrics and k.info.status == "FINISHED" for k in kids)
+    assert all("validation/average" in k.data.metrics and k.info.status == "FINISHED" for k in kids)
     complete = {t.number: t.value for t in study.trials if t.state == TrialState.COMPLETE}
     assert summary["best"]["number"] == max(complete, key=complete.get)
     assert summary["trials"][0]["mixture"] == {}  # the baseline, seeded first
@@ -73,11 +73,12 @@ def test_toy_search_end_to_end(tmp_path, toy_dir, cache):
     assert "best mixtures" in out.stdout
     best = subprocess.run([sys.executable, "-m", "search.cli", "best", str(tmp_path / "searches" / "e2e")],
                           capture_output=True, text=True, cwd=tmp_path)
-    assert best.returncode == 0 and f"{summary['best']['xtreme']:.2f}" in best.stdout
+    assert best.returncode == 0 and f"{summary['best']['average']:.2f}" in best.stdout
 
 
 def test_repeats_report_mean_and_spread(tmp_path, toy_dir, cache):
-    """repeats=2: each configuration runs two seeds; the objective is their mean, the spread is logged."""
+    """repeats=2: each configuration runs two seeds in lockstep; every rung reports their mean (so ASHA can
+    stop repeated configurations too), the spread and each seed's own average are logged."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     args = search_args(tmp_path, toy_dir, cache, "rep", uri, "repeats=2")
     args[args.index(f"num_samples={N}")] = "num_samples=2"
@@ -85,10 +86,19 @@ def test_repeats_report_mean_and_spread(tmp_path, toy_dir, cache):
     assert out.returncode == 0, out.stderr[-3000:]
     _, kids = children(uri, "xstilts-search-rep")
     assert len(kids) == 2
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
     for k in kids:
-        assert k.data.metrics["repeats"] == 2 and "validation/xtreme_std" in k.data.metrics
+        m = k.data.metrics
+        assert k.data.params["repeats"] == "2" and "validation/average_std" in m
+        seeds = [m["seed/0/validation/average"], m["seed/1/validation/average"]]
+        assert m["validation/average"] == pytest.approx(sum(seeds) / 2)
+        assert m["validation/average_std"] == pytest.approx(abs(seeds[0] - seeds[1]) / 2)
+        history = client.get_metric_history(k.info.run_id, "validation/average")
+        assert [h.step for h in history] == [1, 2, 3]  # one rung per target, also with repeats
     study = optuna.load_study(study_name="rep", storage=f"sqlite:///{tmp_path / 'searches/rep/optuna.db'}")
-    by_number = {int(k.data.tags["optuna.trial"]): k.data.metrics["validation/xtreme"] for k in kids}
+    by_number = {int(k.data.tags["optuna.trial"]): k.data.metrics["validation/average"] for k in kids}
     assert {t.number: t.value for t in study.trials} == pytest.approx(by_number)
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
 
@@ -176,8 +186,12 @@ def test_cluster_with_tracking_server(tmp_path, toy_dir, cache):
 def test_fan_out_targets_over_a_placement_group(tmp_path, toy_dir, cache):
     """resources.fan_out=2: the trial's fine-tuned targets run as Ray tasks in its extra bundles, and give
     the scores a sequential in-process run of the same configuration gives."""
+    import shutil
+
+    import torch
+
     from trainables.config import load_config
-    from trainables.pipeline import phase3_path, run_pipeline
+    from trainables.pipeline import phase3_entry, run_pipeline
 
     pipeline = [f"data_dir={toy_dir}", f"cache_dir={cache}", "intermediate.steps=60", "targets=[xnli,pawsx]",
                 "target.max_eval_examples=60", "target.epochs={xnli: 2, pawsx: 2}", "target.max_train_examples=100",
@@ -185,7 +199,7 @@ def test_fan_out_targets_over_a_placement_group(tmp_path, toy_dir, cache):
     cfg = load_config(ROOT / "configs/pipeline/toy.yaml", pipeline)
     sequential = run_pipeline(cfg, log=lambda *a: None)
     for name in ("xnli", "pawsx"):
-        phase3_path(cfg, name, sequential["phase2"]["dir"], toy_dir).unlink()  # make the search recompute them
+        shutil.rmtree(phase3_entry(cfg, name, sequential["phase2"]["dir"], toy_dir, torch.device("cpu")).path)  # recompute
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     args = [sys.executable, "-m", "search.cli", "search", "name=fan", f"storage={tmp_path / 'searches'}",
             "num_samples=1", "max_concurrent_trials=1", "intermediate_lr=null", "points_to_evaluate=[{mnli: 1.0}]",

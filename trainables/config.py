@@ -143,6 +143,22 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
+def _merge(base: dict, updates: dict) -> dict:
+    out = dict(base)
+    for key, value in updates.items():
+        out[key] = _merge(out.get(key) or {}, value) if isinstance(value, dict) and key != "mixture" else value
+    return out
+
+
+def update(cfg: BaseModel, updates: dict, source: str = "update"):
+    """A copy of a config (pipeline or search) with nested typed `updates` applied (`{"intermediate": {"lr":
+    1e-5}}`) and validated; a mixture is replaced whole. No strings are parsed: values arrive as they are."""
+    try:
+        return type(cfg).model_validate(_merge(cfg.model_dump(), updates))
+    except ValidationError as exc:
+        raise XstiltsError(_first_error(exc, source)) from None
+
+
 def _first_error(exc: ValidationError, source: str) -> str:
     err = exc.errors()[0]
     where = ".".join(str(p) for p in err["loc"]) or "(top level)"

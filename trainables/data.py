@@ -277,6 +277,30 @@ def _read_languages(task: Task, source: Source, hub_split: str, langs: list[str]
     return {"en": read(task, rows)} if "en" in langs else {}
 
 
+def inputs(task: Task | str, split: str, data_dir: Path | str | None = None) -> list[list]:
+    """What `load_split(task, split, data_dir)` reads, for cache keys: `["file", path under data_dir, content
+    hash]` for each local file and `["hub", id, config, split, revision]` for each Hub source."""
+    from trainables.cache import file_digest
+
+    task = get_task(task) if isinstance(task, str) else task
+    data_dir = Path(data_dir) if data_dir is not None else None
+    if split == "train":
+        task, langs = training_task(task), ["en"]
+    else:
+        langs = task_languages(task, data_dir)
+    out: list[list] = []
+    for source in task.sources:
+        configs = [source.config_for(l) for l in langs] if source.per_language else [source.config]
+        for config in dict.fromkeys(configs):
+            for hub_split in source.splits.get(split, ()):
+                path = local_path(data_dir, source.hub_id, config, hub_split)
+                if path is not None:
+                    out.append(["file", str(path.relative_to(data_dir)), file_digest(path)])
+                else:
+                    out.append(["hub", source.hub_id, config, hub_split, source.revision])
+    return out
+
+
 def count(task: Task, examples: list[dict]) -> int:
     """Examples in a list; for retrieval, the gold pairs."""
     if task.kind == "retrieval":

@@ -1,13 +1,14 @@
 """Featurisation per task kind with a Hugging Face fast tokenizer (normalised examples -> model inputs).
 
-One function per kind, chosen through `FEATURIZERS[kind]`:
+One function per kind:
   classification, pair_classification  input_ids (+ labels)
   multiple_choice                      input_ids per choice: [n_choices][len] (+ labels)
   span_qa                              windows with doc stride; offsets for answer mapping; start/end positions
                                        (0 = the <s> token when the answer is not in the window / unanswerable)
   tagging                              labels on the first sub-word of each word, -100 elsewhere
   retrieval                            one input per sentence
-Features are plain dicts of Python lists; `trainables.train.collate` pads them per batch.
+Features are plain dicts of Python lists; `trainables.train.collate` pads them per batch. Which function
+serves which kind is recorded in the per-kind table, `trainables.kinds`.
 """
 
 from __future__ import annotations
@@ -76,16 +77,3 @@ def featurize_tagging(examples: Sequence[dict], tokenizer, max_length: int, labe
 def featurize_sentences(sentences: Sequence[str], tokenizer, max_length: int, **_) -> list[dict]:
     enc = tokenizer(list(sentences), truncation=True, max_length=max_length)
     return [{"input_ids": ids} for ids in enc["input_ids"]]
-
-
-FEATURIZERS = {
-    "classification": featurize_classification,
-    "pair_classification": featurize_classification,
-    "multiple_choice": featurize_multiple_choice,
-    "span_qa": featurize_span_qa,
-    "tagging": featurize_tagging,
-}
-
-
-def featurize(kind: str, examples: Sequence[dict], tokenizer, max_length: int, **kwargs) -> list[dict]:
-    return FEATURIZERS[kind](examples, tokenizer, max_length, **kwargs)

@@ -3,7 +3,8 @@
 Per language (google-research/xtreme evaluate.py): accuracy (XNLI, PAWS-X, Tatoeba); seqeval F1 over tag
 sequences (PAN-X *and* UDPOS — for POS this is not token accuracy); SQuAD v1.1 EM/F1 (XQuAD, TyDiQA);
 MLQA's language-aware EM/F1; BUCC F1 over mined vs gold pairs. Per task: the mean over languages; QA
-tasks score (EM + F1) / 2; XTREME = the unweighted mean of the 9 task scores.
+(span_qa) tasks score (EM + F1) / 2. `average` = the unweighted mean of the task scores present;
+`xtreme` = the same, only when all nine targets are scored (evaluate.py reports `all_task` only then).
 """
 
 from __future__ import annotations
@@ -17,9 +18,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from trainables.tasks import CATEGORIES, TASKS
-
-QA_TASKS = ("xquad", "mlqa", "tydiqa")
+from trainables.tasks import CATEGORIES, TARGETS, TASKS
 
 
 def accuracy(predictions: Sequence, references: Sequence) -> float:
@@ -102,20 +101,16 @@ def mlqa_em_f1(predictions: Mapping[str, str], references: Mapping[str, Sequence
 # ---------------------------------------------------------------- tagging
 
 
-def ner_f1(predicted_tags: Sequence[Sequence[str]], gold_tags: Sequence[Sequence[str]]) -> float:
-    """Entity-level F1 (seqeval, default CoNLL mode), as XTREME scores PAN-X."""
-    from seqeval.metrics import f1_score
-
-    return 100.0 * float(f1_score([list(g) for g in gold_tags], [list(p) for p in predicted_tags]))
-
-
-def pos_f1(predicted_tags: Sequence[Sequence[str]], gold_tags: Sequence[Sequence[str]]) -> float:
-    """XTREME scores UDPOS with the same seqeval F1 call as NER: each tag is a one-token "entity"."""
+def tag_f1(predicted_tags: Sequence[Sequence[str]], gold_tags: Sequence[Sequence[str]]) -> float:
+    """seqeval's F1 (default CoNLL mode) over tag sequences, as XTREME scores PAN-X *and* UDPOS: for POS each
+    tag is a one-token "entity", so this is not token accuracy."""
     import warnings
+
+    from seqeval.metrics import f1_score
 
     with warnings.catch_warnings():  # seqeval warns that POS tags are not BIO tags: expected here
         warnings.simplefilter("ignore", UserWarning)
-        return ner_f1(predicted_tags, gold_tags)
+        return 100.0 * float(f1_score([list(g) for g in gold_tags], [list(p) for p in predicted_tags]))
 
 
 # ---------------------------------------------------------------- retrieval
@@ -183,9 +178,14 @@ def bucc_f1(candidates: Sequence[tuple[float, int, int]], gold: Sequence[Sequenc
 # ---------------------------------------------------------------- the XTREME score
 
 
+def primary(values: Mapping[str, float]) -> float:
+    """One language's headline number: (EM + F1) / 2 for QA, else its one metric (model selection, tables)."""
+    return (values["exact_match"] + values["f1"]) / 2 if "exact_match" in values else next(iter(values.values()))
+
+
 def task_score(task: str, languages: Mapping[str, Mapping[str, float]]) -> float:
-    """Mean over languages; QA tasks use (mean EM + mean F1) / 2; others their one metric."""
-    if task in QA_TASKS:
+    """Mean over languages; QA (span_qa) tasks use (mean EM + mean F1) / 2; others their one metric."""
+    if TASKS[task].kind == "span_qa":
         em = np.mean([m["exact_match"] for m in languages.values()])
         f1 = np.mean([m["f1"] for m in languages.values()])
         return float((em + f1) / 2)
@@ -194,12 +194,14 @@ def task_score(task: str, languages: Mapping[str, Mapping[str, float]]) -> float
 
 
 def xtreme_score(results: Mapping[str, Mapping[str, Mapping[str, float]]]) -> dict:
-    """`results`: target -> language -> metric -> value. Returns {"xtreme", "tasks", "categories"}.
+    """`results`: target -> language -> metric -> value. Returns {"xtreme", "average", "tasks", "categories"}.
 
-    `xtreme` is the unweighted mean of the task scores present (XTREME itself requires all nine).
+    `average` is the unweighted mean of the task scores present ("average of k targets"); `xtreme` is that
+    mean only when all nine targets are scored (XTREME's score), else None. Categories need all their tasks.
     """
     tasks = {t: task_score(t, langs) for t, langs in results.items() if langs}
     categories = {c: float(np.mean([tasks[t] for t in members])) for c, members in CATEGORIES.items()
                   if all(t in tasks for t in members)}
-    return {"xtreme": float(np.mean(list(tasks.values()))) if tasks else float("nan"), "tasks": tasks,
+    average = float(np.mean(list(tasks.values()))) if tasks else None
+    return {"xtreme": average if set(tasks) == set(TARGETS) else None, "average": average, "tasks": tasks,
             "categories": categories}

@@ -11,9 +11,6 @@ toy corpus (phase 1 of the toy world), cached under `cache_dir/toy-model-<hash>`
 
 from __future__ import annotations
 
-import hashlib
-import json
-import shutil
 from pathlib import Path
 
 import torch
@@ -44,18 +41,6 @@ class TokenHead(nn.Module):
         return self.out(self.drop(states))
 
 
-def make_head(kind: str, hidden: int, n_labels: int = 0) -> nn.Module:
-    if kind in ("classification", "pair_classification"):
-        return ClassificationHead(hidden, n_labels)
-    if kind == "multiple_choice":
-        return ClassificationHead(hidden, 1)  # one score per choice
-    if kind == "span_qa":
-        return TokenHead(hidden, 2)
-    if kind == "tagging":
-        return TokenHead(hidden, n_labels)
-    raise XstiltsError(f"no trainable head for kind {kind!r}")
-
-
 class MultiTaskModel(nn.Module):
     def __init__(self, encoder: nn.Module):
         super().__init__()
@@ -67,7 +52,9 @@ class MultiTaskModel(nn.Module):
         return self.encoder.config.hidden_size
 
     def add_head(self, name: str, kind: str, n_labels: int = 0) -> None:
-        self.heads[name] = make_head(kind, self.hidden, n_labels)
+        from trainables.kinds import KINDS  # the per-kind table builds the head
+
+        self.heads[name] = KINDS[kind].head(self.hidden, n_labels)
 
     def forward(self, name: str, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Logits of head `name`; multiple-choice inputs are [batch, choices, len] -> [batch, choices]."""
@@ -112,18 +99,29 @@ def load_tokenizer(path: str | Path, revision: str | None = None):
 
 # ---------------------------------------------------------------- the toy model (phase 1 of the toy world)
 
+TOY_VERSION = "1"
 
-def toy_model(data_dir: Path, cache_dir: Path, cfg, device: torch.device, seed: int = 0, log=print) -> Path:
-    """Build (once) and return the folder of the toy encoder: XLM-R config + MLM on the toy corpus."""
+
+def toy_model(data_dir: Path, cache_dir: Path, cfg, seed: int = 0, log=print) -> Path:
+    """Build (once) and return the folder of the toy encoder: XLM-R config + MLM on the toy corpus.
+
+    A cache entry `toy-model-<key>` keyed by the corpus and tokenizer contents, the model settings and the
+    seed. Always built on the CPU (it is tiny), so every trial and machine shares one entry."""
+    from trainables.cache import Cache, file_digest
+
     corpus = Path(data_dir) / "mlm" / "corpus.txt"
     tok_dir = Path(data_dir) / "tokenizer"
-    if not corpus.exists() or not tok_dir.exists():
+    if not corpus.exists() or not (tok_dir / "tokenizer.json").exists():
         raise XstiltsError(f"{data_dir} has no toy corpus/tokenizer; run `xstilts data toy --out {data_dir}`")
-    key = hashlib.sha256(corpus.read_bytes() + (tok_dir / "tokenizer.json").read_bytes() + json.dumps(
-        [cfg.hidden_size, cfg.layers, cfg.heads, cfg.mlm_steps, cfg.mlm_lr, seed]).encode()).hexdigest()[:16]
-    out = Path(cache_dir) / f"toy-model-{key}"
-    if (out / "xstilts-manifest.json").exists():
-        return out
+    payload = {"corpus": file_digest(corpus), "tokenizer": file_digest(tok_dir / "tokenizer.json"),
+               "model": [cfg.hidden_size, cfg.layers, cfg.heads, cfg.mlm_steps, cfg.mlm_lr], "seed": seed,
+               "version": TOY_VERSION}
+    entry = Cache(cache_dir).entry("toy-model", payload)
+    path, _, _ = entry.get_or_build(lambda tmp: _build_toy(corpus, tok_dir, cfg, seed, log, tmp))
+    return path
+
+
+def _build_toy(corpus: Path, tok_dir: Path, cfg, seed: int, log, out: Path) -> dict:
     from transformers import XLMRobertaConfig, XLMRobertaForMaskedLM
 
     from trainables.train import mlm_pretrain
@@ -137,12 +135,7 @@ def toy_model(data_dir: Path, cache_dir: Path, cfg, device: torch.device, seed: 
     model = XLMRobertaForMaskedLM(config)
     lines = [l for l in corpus.read_text(encoding="utf-8").splitlines() if l.strip()]
     log(f"phase 1 (toy): MLM pretraining {cfg.layers}x{cfg.hidden_size} on {len(lines)} sentences, {cfg.mlm_steps} steps")
-    mlm_pretrain(model, tokenizer, lines, steps=cfg.mlm_steps, lr=cfg.mlm_lr, device=device, seed=seed)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp))
-    tokenizer.save_pretrained(str(tmp))
-    (tmp / "xstilts-manifest.json").write_text(json.dumps({"key": key, "corpus": str(corpus)}))
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)  # atomic: a crash leaves no half-built model behind
-    return out
+    mlm_pretrain(model, tokenizer, lines, steps=cfg.mlm_steps, lr=cfg.mlm_lr, device=torch.device("cpu"), seed=seed)
+    model.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    return {"corpus": str(corpus)}

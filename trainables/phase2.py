@@ -5,77 +5,49 @@ Options: continued multilingual MLM mixed in (`intermediate.mlm.weight` of the b
 sentence per line), and machine-translated intermediate data (`intermediate.translated_dir`: the same
 layout and Hub schemas, read as extra training examples).
 
-The output folder (encoder `save_pretrained` + tokenizer + `xstilts-manifest.json`) lives at
-`<cache_dir>/phase2-<key>`, where the key hashes everything that determines it: base model and revision,
-mixture probabilities, phase-2 hyperparameters, seed, the data files' names and sizes, and PHASE2_VERSION.
-It is written to a temporary folder and renamed, the manifest last; a folder without a valid manifest is
-rebuilt. A file lock makes concurrent trials that need the same entry compute it once.
+The output (encoder `save_pretrained` + tokenizer) is a cache entry `<cache_dir>/phase2-<key>`
+(`trainables.cache`: locked, written atomically with its manifest last, rebuilt when broken). The key covers
+everything that determines it: the base encoder and revision, the mixture's probabilities, every phase-2
+setting, the seed, the contents of the training files (English, translated, MLM corpus), the precision
+(device type) and PHASE2_VERSION.
 """
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
-import json
-import shutil
 from pathlib import Path
 
 import torch
 
 from trainables import data as D
-from trainables.features import featurize
+from trainables.cache import Cache, entry_id, file_digest
+from trainables.kinds import KINDS, featurize, labels_of
 from trainables.mixture import Mixture
 from trainables.model import MultiTaskModel, load_encoder
 from trainables.tasks import TASKS
-from trainables.train import epoch_batches, fit, loss_fn, mlm_batches, set_seed
+from trainables.train import epoch_batches, fit, mlm_batches, set_seed
 
-PHASE2_VERSION = "1"  # bump when the phase-2 code changes what it produces
-MANIFEST = "xstilts-manifest.json"
-
-
-def data_fingerprint(data_dir: Path | None, tasks, pattern: str = "train*") -> list:
-    """Names and sizes of the tasks' local files matching `pattern` (phase 2: training files; phase 3: all
-    splits), only under each source's own configs, plus the languages the data_dir says it holds. Data read
-    from the Hub is identified by its revision alone."""
-    out = [sorted(D.manifest_languages(data_dir) or [])]
-    for name in sorted(tasks):
-        task = TASKS[name]
-        for source in task.sources:
-            root = Path(data_dir or ".") / source.hub_id
-            configs = {source.config_for(l) for l in task.languages} if source.per_language else {source.config}
-            files = sorted(p for c in configs if (root / c).is_dir() for p in (root / c).glob(pattern) if p.is_file())
-            out.append([source.hub_id, source.revision, [[str(p.relative_to(root)), p.stat().st_size] for p in files]])
-    return out
+PHASE2_VERSION = "2"  # bump when the phase-2 code changes what it produces
 
 
 def encoder_id(path) -> str:
-    """What identifies an encoder in cache keys: a phase-2 entry's name (its content key), the toy model's own
-    key, else the Hub id or folder as given (with model.revision alongside)."""
-    path = Path(str(path))
-    if path.name.startswith("phase2-"):
-        return path.name
-    if (path / MANIFEST).exists():
-        return json.loads((path / MANIFEST).read_text())["key"]
-    return str(path)
+    """What identifies an encoder in cache keys: a cache entry's `<kind>-<key>` (its content key), else the
+    Hub id or folder as given (model.revision goes alongside)."""
+    return entry_id(path) or str(path)
 
 
-def cache_key(cfg, base, probs: dict, data_dir: Path | None) -> str:
-    inter = cfg.intermediate.model_dump()
-    inter.pop("mixture")
-    payload = {"base": encoder_id(base), "revision": cfg.model.revision,
-               "probs": {k: round(v, 8) for k, v in probs.items()},
-               "intermediate": inter, "seed": cfg.seed, "data": data_fingerprint(data_dir, probs),
-               "version": PHASE2_VERSION}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+def mlm_corpus(cfg, data_dir: Path | None) -> Path:
+    return Path(cfg.intermediate.mlm.corpus or Path(data_dir or ".") / "mlm" / "corpus.txt")
 
 
-def valid_entry(path: Path) -> bool:
-    """An entry is usable only if its manifest exists, parses, and every file it lists has the listed size."""
-    try:
-        manifest = json.loads((path / MANIFEST).read_text())
-        return all((path / f).stat().st_size == size for f, size in manifest["files"].items())
-    except (OSError, ValueError, KeyError):
-        return False
+def phase2_payload(cfg, base, probs: dict, data_dir: Path | None, device: torch.device) -> dict:
+    ic = cfg.intermediate
+    settings = ic.model_dump(exclude={"mixture", "translated_dir"})
+    settings["mlm"]["corpus"] = file_digest(mlm_corpus(cfg, data_dir)) if ic.mlm.weight > 0 else None
+    return {"base": encoder_id(base), "revision": cfg.model.revision,
+            "probs": {k: round(v, 8) for k, v in probs.items()}, "intermediate": settings, "seed": cfg.seed,
+            "data": {t: D.inputs(t, "train", data_dir) for t in sorted(probs)},
+            "translated": {t: D.inputs(t, "train", ic.translated_dir) for t in sorted(probs)} if ic.translated_dir else None,
+            "precision": device.type, "version": PHASE2_VERSION}
 
 
 def train_intermediate(cfg, base, tok, examples: dict[str, list], mixture: Mixture, device, data_dir, log):
@@ -83,21 +55,14 @@ def train_intermediate(cfg, base, tok, examples: dict[str, list], mixture: Mixtu
     if mixture.is_empty():
         return base, {"skipped": True, "cache_hit": False}
     probs = mixture.probabilities({t: len(x) for t, x in examples.items()})
-    key = cache_key(cfg, base, probs, data_dir)
-    out = Path(cfg.cache_dir).resolve() / f"phase2-{key}"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out.parent / f".phase2-{key}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # a second trial with the same key waits, then reuses
-        if valid_entry(out):
-            log(f"phase 2: cache hit {out.name}")
-            return out, {**json.loads((out / MANIFEST).read_text())["summary"], "cache_hit": True, "dir": str(out)}
-        tmp = out.with_name(out.name + ".tmp")
-        summary = _train(cfg, base, tok, examples, mixture, probs, device, data_dir, log, tmp)
-        _write_entry(out, tmp, summary)
-        return out, {**summary, "cache_hit": False, "dir": str(out)}
+    entry = Cache(cfg.cache_dir).entry("phase2", phase2_payload(cfg, base, probs, data_dir, device))
+    path, summary, hit = entry.get_or_build(
+        lambda tmp: _train(cfg, base, tok, examples, mixture, probs, device, data_dir, log, tmp))
+    log(f"phase 2: cache hit {path.name}" if hit else f"phase 2: wrote {path.name}")
+    return path, {**summary, "cache_hit": hit, "dir": str(path)}
 
 
-def _train(cfg, base, tok, examples, mixture, probs, device, data_dir, log, tmp: Path) -> dict:
+def _train(cfg, base, tok, examples, mixture, probs, device, data_dir, log, out: Path) -> dict:
     ic = cfg.intermediate
     set_seed(cfg.seed)  # phase 2 depends on its inputs only, not on what ran before it (a cached phase 1...)
     mlm_model = None
@@ -114,7 +79,7 @@ def _train(cfg, base, tok, examples, mixture, probs, device, data_dir, log, tmp:
         exs = list(examples[name])
         if ic.translated_dir:
             exs += D.load_split(task, "train", ic.translated_dir).get("en", [])
-        labels = D.tag_labels(task, exs) if task.kind == "tagging" else task.labels
+        labels = labels_of(task, exs)
         model.add_head(name, task.kind, len(labels or ()))
         feats = featurize(task.kind, exs[: ic.max_train_examples], tok, ic.max_length, labels=labels or ())
         sizes[name] = len(feats)
@@ -122,8 +87,8 @@ def _train(cfg, base, tok, examples, mixture, probs, device, data_dir, log, tmp:
     model.to(device)
     if mlm_model is not None:
         mlm_model.to(device)
-        corpus = Path(ic.mlm.corpus or Path(data_dir) / "mlm" / "corpus.txt")
-        streams["mlm"] = mlm_batches(tok, corpus.read_text(encoding="utf-8").splitlines(), ic.batch_size, cfg.seed)
+        lines = mlm_corpus(cfg, data_dir).read_text(encoding="utf-8").splitlines()
+        streams["mlm"] = mlm_batches(tok, lines, ic.batch_size, cfg.seed)
     order = mixture.stream(cfg.seed, {t: len(x) for t, x in examples.items()})
     mlm_rng = torch.Generator().manual_seed(cfg.seed)
     counts = {name: 0 for name in streams}
@@ -134,18 +99,10 @@ def _train(cfg, base, tok, examples, mixture, probs, device, data_dir, log, tmp:
         b = {k: v.to(device) for k, v in next(streams[name]).items()}
         if name == "mlm":
             return mlm_model(**b).loss
-        return loss_fn(TASKS[name].kind, model(name, b["input_ids"], b["attention_mask"]), b)
+        return KINDS[TASKS[name].kind].loss(model(name, b["input_ids"], b["attention_mask"]), b)
 
     log(f"phase 2: {ic.steps} steps on {', '.join(f'{t} {p:.2f}' for t, p in probs.items())}")
     stats = fit(model, step_loss, ic.steps, ic.lr, device, ic.grad_accum, progress=cfg.progress, desc="phase 2")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.encoder.save_pretrained(str(tmp))
-    tok.save_pretrained(str(tmp))
+    model.encoder.save_pretrained(str(out))
+    tok.save_pretrained(str(out))
     return {**stats, "batches": counts, "examples": sizes, "probabilities": probs}
-
-
-def _write_entry(out: Path, tmp: Path, summary: dict) -> None:
-    files = {str(p.relative_to(tmp)): p.stat().st_size for p in tmp.rglob("*") if p.is_file()}
-    (tmp / MANIFEST).write_text(json.dumps({"files": files, "summary": summary}, indent=1))  # manifest last
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)

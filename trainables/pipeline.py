@@ -6,34 +6,48 @@
            BUCC and Tatoeba embed with the phase-2 encoder directly
 All data is loaded before any training, so a missing source fails in seconds, not hours.
 
+`Pipeline(cfg).prepare()` runs phases 1-2; `.targets()` then yields one `TargetResult` per target, in rung
+order (cheap retrieval first), each read from or written to the phase-3 cache; `.results()` is the results
+JSON. Callers decide what to do per target: `run_pipeline` logs it, the search's adapter turns it into a
+rung. A restarted run recomputes nothing: phases 2 and 3 come back from the cache.
+
 Run:  python -m trainables run configs/pipeline/toy.yaml --json out.json
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 from trainables import data as D
+from trainables import names
+from trainables.cache import Cache, Entry
 from trainables.config import PipelineConfig
 from trainables.errors import XstiltsError
-from trainables.evaluate import EVALUATORS
-from trainables.metrics import task_score, xtreme_score
+from trainables.kinds import KINDS, featurize, labels_of
+from trainables.metrics import primary, task_score, xtreme_score
 from trainables.mixture import Mixture
 from trainables.model import MultiTaskModel, load_encoder, load_tokenizer, toy_model
-from trainables.phase2 import data_fingerprint, encoder_id, train_intermediate
-from trainables.tasks import TASKS, Task
-from trainables.tracking import NullTracker, Tracker, flatten_results
-from trainables.train import epoch_batches, fit, loss_fn, pick_device, set_seed
+from trainables.phase2 import encoder_id, train_intermediate
+from trainables.tasks import INTERMEDIATE, TASKS, Task
+from trainables.tracking import NullTracker, Tracker, log_summary
+from trainables.train import epoch_batches, fit, pick_device, set_seed
 
-# jiant's XTREME recipe: epochs per target (QA 2, XNLI 2, PAWS-X 5, POS/NER 10).
-EPOCHS = {"xnli": 2, "pawsx": 5, "udpos": 10, "panx": 10, "xquad": 2, "mlqa": 2, "tydiqa": 2}
-Report = Callable[[dict, dict], None]  # (metrics of this rung, state to checkpoint: finished targets)
+PHASE3_VERSION = "2"  # bump when phase-3 training or evaluation changes what it produces
+Mapper = Callable[[Callable, list[tuple]], Iterable]  # (fn, argument tuples) -> results in the same order
+
+
+@dataclass(frozen=True)
+class TargetResult:
+    """One target's scores: split -> language -> metric -> value."""
+
+    name: str
+    splits: dict[str, dict[str, dict[str, float]]]
+    cached: bool
+    seconds: float
 
 
 def load_all(cfg: PipelineConfig, data_dir: Path | None) -> dict:
@@ -43,12 +57,12 @@ def load_all(cfg: PipelineConfig, data_dir: Path | None) -> dict:
     for name in cfg.targets:
         task = TASKS[name]
         entry = {split: D.load_split(task, split, data_dir) for split in ("validation", "test")}
-        if task.kind != "retrieval":
+        if KINDS[task.kind].head is not None:
             entry["train"] = D.load_split(task, "train", data_dir).get("en", [])
             if not entry["train"]:
                 raise XstiltsError(f"target {name} has no English training data in {data_dir} "
                                    f"(it trains on {task.train_on}); prepare it or drop it from targets")
-            entry["labels"] = D.tag_labels(task, entry["train"]) if task.kind == "tagging" else task.labels
+            entry["labels"] = labels_of(task, entry["train"])
         out["targets"][name] = entry
     return out
 
@@ -65,36 +79,37 @@ def ensure_toy_data(cfg: PipelineConfig, log=print) -> None:
         write_toy(data_dir, seed=0)
 
 
-def base_model(cfg: PipelineConfig, data_dir: Path | None, device, log) -> Path | str:
+def base_model(cfg: PipelineConfig, data_dir: Path | None, log=print) -> Path | str:
     """Phase 1: the pretrained encoder's location."""
     if cfg.model.name == "toy":
         if data_dir is None:
             raise XstiltsError("model.name=toy needs data_dir (the toy benchmark: `xstilts data toy --out DIR`)")
-        return toy_model(data_dir, Path(cfg.cache_dir), cfg.model, device, seed=0, log=log)
+        return toy_model(data_dir, Path(cfg.cache_dir), cfg.model, seed=0, log=log)
     return cfg.model.name
+
+
+# ---------------------------------------------------------------- phase 3: one target
 
 
 def finetune_target(cfg, task: Task, encoder_dir, tok, entry: dict, device, seed: int) -> MultiTaskModel:
     """Phase 3 training: a fresh head on the English training set; the best epoch on English dev is kept."""
     t = cfg.target
-    qa = task.kind == "span_qa"
+    kind = KINDS[task.kind]
     set_seed(seed + sum(map(ord, task.name)))  # each target's run is reproducible on its own (and cacheable)
     model = MultiTaskModel(load_encoder(encoder_dir)).to(device)
     model.add_head(task.name, task.kind, len(entry["labels"] or ()))
     model.heads.to(device)
     examples = entry["train"][: t.max_train_examples]
-    from trainables.features import featurize
-
-    feats = featurize(task.kind, examples, tok, t.qa_max_length if qa else t.max_length, labels=entry["labels"] or (),
-                      doc_stride=t.doc_stride)
-    batch_size = t.qa_batch_size if qa else t.batch_size
-    epochs = t.epochs.get(task.name, EPOCHS[task.name])
+    feats = featurize(task.kind, examples, tok, t.qa_max_length if kind.qa else t.max_length,
+                      labels=entry["labels"] or (), doc_stride=t.doc_stride)
+    batch_size = t.qa_batch_size if kind.qa else t.batch_size
+    epochs = t.epochs.get(task.name, task.epochs)
     per_epoch = max(1, math.ceil(len(feats) / (batch_size * t.grad_accum)))
     batches = epoch_batches(feats, batch_size, tok.pad_token_id, seed)
 
     def step_loss():
         b = {k: v.to(device) for k, v in next(batches).items()}
-        return loss_fn(task.kind, model(task.name, b["input_ids"], b["attention_mask"]), b)
+        return kind.loss(model(task.name, b["input_ids"], b["attention_mask"]), b)
 
     dev = entry["validation"].get("en", [])[: 500]  # model selection on English dev only (zero-shot)
     best, best_state = -1.0, None
@@ -102,7 +117,7 @@ def finetune_target(cfg, task: Task, encoder_dir, tok, entry: dict, device, seed
         steps = per_epoch if epoch < int(epochs) else max(1, round(per_epoch * (epochs - int(epochs))))
         fit(model, step_loss, steps, t.lr, device, t.grad_accum, progress=cfg.progress, desc=f"{task.name} ep{epoch}")
         if dev:
-            score = _primary(evaluate_one(model, task, dev, tok, cfg, device, entry["labels"], "en"))
+            score = primary(evaluate_one(model, task, dev, tok, cfg, device, entry["labels"], "en"))
             if score > best:
                 best, best_state = score, {k: v.detach().clone() for k, v in model.state_dict().items()}
     if best_state is not None:
@@ -110,22 +125,20 @@ def finetune_target(cfg, task: Task, encoder_dir, tok, entry: dict, device, seed
     return model
 
 
-def _primary(values: dict) -> float:
-    return (values["exact_match"] + values["f1"]) / 2 if "exact_match" in values else next(iter(values.values()))
-
-
 def evaluate_one(model, task: Task, examples, tok, cfg, device, labels, lang, **kw) -> dict:
-    return EVALUATORS[task.kind](model, task, examples, tok, cfg.target, device, labels=labels or (), lang=lang, **kw)
+    return KINDS[task.kind].evaluate(model, task, examples, tok, cfg.target, device, labels=labels or (), lang=lang,
+                                     **kw)
 
 
 def evaluate_target(cfg, task: Task, model, tok, entry: dict, device) -> dict[str, dict]:
     """split -> lang -> metric -> value. Tasks without a test split (XQuAD, TyDiQA, Tatoeba) report their only
-    labelled split as test, as XTREME does; BUCC's test threshold comes from its dev split."""
+    labelled split as test, as XTREME does; bitext mining (BUCC) takes its test threshold from its dev split."""
+    mining = task.kind == "retrieval" and task.metric == "f1"
     out: dict[str, dict] = {"validation": {}, "test": {}}
     thresholds = {}
     cap = cfg.target.max_eval_examples
     for split in ("validation", "test"):
-        if split not in cfg.eval_splits and not (split == "validation" and task.name == "bucc2018"):
+        if split not in cfg.eval_splits and not (split == "validation" and mining):
             continue
         by_lang = entry[split] or (entry["validation"] if split == "test" else {})
         for lang, examples in by_lang.items():
@@ -133,7 +146,7 @@ def evaluate_target(cfg, task: Task, model, tok, entry: dict, device) -> dict[st
             if task.kind == "retrieval":
                 kw = {"layer_fraction": cfg.model.retrieval_layer}
                 examples = examples[0]
-                if split == "test" and task.name == "bucc2018" and entry["test"]:
+                if split == "test" and mining and entry["test"]:
                     kw["threshold"] = thresholds.get(lang)
             else:
                 examples = examples[:cap]
@@ -144,122 +157,148 @@ def evaluate_target(cfg, task: Task, model, tok, entry: dict, device) -> dict[st
     return {s: v for s, v in out.items() if s in cfg.eval_splits and v}
 
 
-PHASE3_VERSION = "1"  # bump when phase-3 training or evaluation changes what it produces
-
-
-def phase3_key(cfg, name: str, encoder_dir, data_dir) -> str:
-    """Everything that determines one target's results: the encoder (a cache entry's own key), the target
-    settings, the seed, the evaluation splits, the retrieval layer and the target's data files."""
-    payload = {"encoder": encoder_id(encoder_dir), "revision": cfg.model.revision, "target": cfg.target.model_dump(),
-               "seed": cfg.seed, "splits": cfg.eval_splits, "layer": cfg.model.retrieval_layer, "name": name,
-               "data": data_fingerprint(data_dir, {name, TASKS[name].train_on or name}, pattern="*"), "version": PHASE3_VERSION}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
-
-
-def phase3_path(cfg, name: str, encoder_dir, data_dir) -> Path:
-    return Path(cfg.cache_dir).resolve() / "phase3" / f"{name}-{phase3_key(cfg, name, encoder_dir, data_dir)}.json"
-
-
-def read_phase3(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):  # absent, or a corrupted entry: recompute
-        return None
-
-
-def write_phase3(path: Path, results: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(results))
-    tmp.rename(path)  # atomic
-
-
-def train_and_evaluate(cfg, name: str, encoder_dir, tok, entry: dict) -> dict:
-    """Phase 3 for one fine-tuned target, self-contained so it can run in another process (fan-out)."""
-    device = pick_device(cfg.device)
+def phase3_entry(cfg, name: str, encoder_dir, data_dir: Path | None, device) -> Entry:
+    """The cache entry of one target's results. Its key: the encoder (a cache entry's own key), the target
+    settings, the seed, the evaluation splits, the retrieval layer, the data the target reads (its training
+    task's English training set and its evaluation splits), the precision (device type) and the version."""
     task = TASKS[name]
-    model = finetune_target(cfg, task, encoder_dir, tok, entry, device, cfg.seed)
-    return evaluate_target(cfg, task, model, tok, entry, device)
+    payload = {"target": name, "encoder": encoder_id(encoder_dir), "revision": cfg.model.revision,
+               "settings": cfg.target.model_dump(), "seed": cfg.seed, "splits": cfg.eval_splits,
+               "layer": cfg.model.retrieval_layer, "precision": device.type, "version": PHASE3_VERSION,
+               "data": {s: D.inputs(task, s, data_dir) for s in ("train", "validation", "test")
+                        if s != "train" or KINDS[task.kind].head is not None}}
+    return Cache(cfg.cache_dir).entry("phase3", payload)
 
 
-def sequential(fn, calls):
-    """The default target mapper: one target after another, each computed when its rung comes."""
+def phase3_job(cfg, name: str, encoder_dir, tok, entry: dict, cache_entry: Entry) -> tuple[dict, bool]:
+    """Phase 3 for one fine-tuned target through its cache entry; self-contained, so it can run in another
+    process (the search fans targets out over a placement group). Returns (results, cache hit)."""
+    def build(_tmp):
+        device = pick_device(cfg.device)
+        model = finetune_target(cfg, TASKS[name], encoder_dir, tok, entry, device, cfg.seed)
+        return evaluate_target(cfg, TASKS[name], model, tok, entry, device)
+
+    _, results, hit = cache_entry.get_or_build(build)
+    return results, hit
+
+
+def sequential(fn: Callable, calls: list[tuple]) -> Iterator:
+    """The default mapper: one target after another, in this process, each computed when its turn comes."""
     return (fn(*call) for call in calls)
 
 
-def _summary(per_target: dict[str, dict], split: str) -> dict:
+# ---------------------------------------------------------------- the pipeline
+
+
+class Pipeline:
+    """One configuration's three phases. `prepare()` (phases 1-2), then iterate `targets()`."""
+
+    def __init__(self, cfg: PipelineConfig, log=print):
+        self.cfg, self.log = cfg, log
+        self.device = pick_device(cfg.device)
+        self.data_dir = Path(cfg.data_dir).resolve() if cfg.data_dir else None
+        self.per_target: dict[str, dict] = {}
+        self.timing: dict[str, float] = {}
+        self.phase2: dict = {}
+        self.probabilities: dict[str, float] = {}
+        self.cache_hits = 0  # phase-3 results read back from the cache
+        self._started = time.time()
+        self._data = None
+
+    def prepare(self) -> "Pipeline":
+        if self._data is not None:
+            return self
+        cfg, started = self.cfg, time.time()
+        set_seed(cfg.seed)
+        ensure_toy_data(cfg, self.log)
+        self._data = load_all(cfg, self.data_dir)
+        self.base = base_model(cfg, self.data_dir, self.log)
+        self.tok = load_tokenizer(self.base, cfg.model.revision)
+        ic = cfg.intermediate
+        mixture = Mixture(ic.mixture, ic.sampler, ic.temperature, ic.cap)
+        self.probabilities = mixture.probabilities({t: len(x) for t, x in self._data["intermediate"].items()})
+        t1 = time.time()
+        self.encoder_dir, self.phase2 = train_intermediate(cfg, self.base, self.tok, self._data["intermediate"],
+                                                           mixture, self.device, self.data_dir, self.log)
+        self.timing.update({"phase1_and_data_s": t1 - started, "phase2_s": time.time() - t1})
+        return self
+
+    @property
+    def order(self) -> list[str]:
+        """Rung order: cheap retrieval targets (no training) first, then the fine-tuned ones."""
+        return sorted(self.cfg.targets, key=lambda t: KINDS[TASKS[t].kind].head is not None)
+
+    def params(self) -> dict:
+        """What identifies this run in a tracker: settings, and the mixture probabilities it trains with."""
+        cfg = self.cfg
+        return {"base_model": cfg.model.name, "seed": cfg.seed, "intermediate.lr": cfg.intermediate.lr,
+                "intermediate.steps": cfg.intermediate.steps, "intermediate.sampler": cfg.intermediate.sampler,
+                "intermediate.temperature": cfg.intermediate.temperature, "target.lr": cfg.target.lr,
+                **{names.mix_param(t): self.probabilities.get(t, 0.0) for t in INTERMEDIATE}}
+
+    def targets(self, mapper: Mapper | None = None) -> Iterator[TargetResult]:
+        """Each target's results in rung order, from the phase-3 cache or computed. `mapper` runs the
+        fine-tuned targets that are not cached (default: one after another, in this process)."""
+        self.prepare()
+        cfg, data = self.cfg, self._data["targets"]
+        entries = {n: phase3_entry(cfg, n, self.encoder_dir, self.data_dir, self.device) for n in self.order}
+        cached = {n: e.get() for n, e in entries.items()}
+        trained = [n for n in self.order if cached[n] is None and KINDS[TASKS[n].kind].head is not None]
+        launched = iter((mapper or sequential)(
+            phase3_job, [(cfg, n, self.encoder_dir, self.tok, data[n], entries[n]) for n in trained]))
+        retrieval_model, t0 = None, time.time()
+        for name in self.order:
+            task = TASKS[name]
+            hit = cached[name] is not None
+            if hit:
+                results = cached[name]
+            elif KINDS[task.kind].head is None:  # retrieval: the phase-2 encoder embeds directly
+                if retrieval_model is None:
+                    retrieval_model = MultiTaskModel(load_encoder(self.encoder_dir)).to(self.device)
+                _, results, hit = entries[name].get_or_build(
+                    lambda _tmp: evaluate_target(cfg, task, retrieval_model, self.tok, data[name], self.device))
+            else:
+                results, hit = next(launched)
+            self.per_target[name] = results
+            self.cache_hits += hit
+            seconds, t0 = time.time() - t0, time.time()
+            self.timing[f"target/{name}_s"] = seconds
+            yield TargetResult(name, results, hit, seconds)
+
+    def summary(self, split: str) -> dict:
+        return summarise(self.per_target, split)
+
+    def results(self) -> dict:
+        """The results JSON (DESIGN.md) of the targets computed so far."""
+        cfg = self.cfg
+        final = self.summary("test" if "test" in cfg.eval_splits else "validation")
+        return {"name": cfg.name, **final, "validation": self.summary("validation"),
+                "mixture": self.probabilities, "base_model": cfg.model.name, "seed": cfg.seed, "phase2": self.phase2,
+                "timing": {**self.timing, "total_s": time.time() - self._started}, "config": cfg.model_dump(),
+                "phase3_cache_hits": self.cache_hits}
+
+
+def summarise(per_target: dict[str, dict], split: str) -> dict:
+    """{"targets": {t: {"languages", "score"}}, "average", "xtreme", "categories"} of one split."""
     results = {t: v[split] for t, v in per_target.items() if split in v}
     scored = xtreme_score(results)
     return {"targets": {t: {"languages": langs, "score": task_score(t, langs)} for t, langs in results.items()},
-            "xtreme": scored["xtreme"], "categories": scored["categories"]}
+            "average": scored["average"], "xtreme": scored["xtreme"], "categories": scored["categories"],
+            "n_targets": len(results)}
 
 
-def run_pipeline(cfg: PipelineConfig, report: Report | None = None, tracker: Tracker | None = None,
-                 log=print, done: dict[str, dict] | None = None, target_map=None) -> dict:
-    """Phases 1-3 for one configuration; returns the results JSON (DESIGN.md).
-
-    `report(metrics, state)` is called once per target (a fidelity rung: cheap retrieval targets first,
-    then each fine-tuned target) with the running `validation/xtreme` and `test/xtreme`. `done` (a previous
-    state's finished targets) makes a resumed run skip them; phase 2 comes back from its cache.
-    `target_map(fn, calls)` runs the fine-tuned targets (default: one after another, in this process; the
-    search passes one that fans them out over a placement group) and yields their results in order.
-    """
+def run_pipeline(cfg: PipelineConfig, tracker: Tracker | None = None, log=print) -> dict:
+    """Phases 1-3 for one configuration; logs each target as a step to `tracker`; returns the results JSON."""
     tracker = tracker or NullTracker()
-    started = time.time()
-    set_seed(cfg.seed)
-    device = pick_device(cfg.device)
-    ensure_toy_data(cfg, log)
-    data_dir = Path(cfg.data_dir).resolve() if cfg.data_dir else None
-    data = load_all(cfg, data_dir)
-    base = base_model(cfg, data_dir, device, log)
-    tok = load_tokenizer(base, cfg.model.revision)
-    mixture = Mixture(cfg.intermediate.mixture, cfg.intermediate.sampler, cfg.intermediate.temperature,
-                      cfg.intermediate.cap)
-    sizes = {t: len(x) for t, x in data["intermediate"].items()}
-    probs = mixture.probabilities(sizes)
-    tracker.log_params({"base_model": cfg.model.name, "seed": cfg.seed, "intermediate.lr": cfg.intermediate.lr,
-                        "intermediate.steps": cfg.intermediate.steps, "target.lr": cfg.target.lr,
-                        **{f"mix/{t}": probs.get(t, 0.0) for t in TASKS if TASKS[t].role == "intermediate"}})
-    t1 = time.time()
-    encoder_dir, phase2 = train_intermediate(cfg, base, tok, data["intermediate"], mixture, device, data_dir, log)
-    tracker.set_tags({"cache_hit": str(phase2.get("cache_hit", False)).lower()})
-    timing = {"phase1_and_data_s": t1 - started, "phase2_s": time.time() - t1}
-    per_target: dict[str, dict] = dict(done or {})
-    order = sorted(cfg.targets, key=lambda t: TASKS[t].kind != "retrieval")  # cheap retrieval rung first
-    todo = [n for n in order if n not in per_target]  # finished targets survive a restart
-    paths = {n: phase3_path(cfg, n, encoder_dir, data_dir) for n in todo}
-    cached = {n: r for n in todo if (r := read_phase3(paths[n])) is not None}
-    trained = [n for n in todo if n not in cached and TASKS[n].kind != "retrieval"]
-    launched = iter((target_map or sequential)(
-        train_and_evaluate, [(cfg, n, encoder_dir, tok, data["targets"][n]) for n in trained]))
-    retrieval_model, t0 = None, time.time()
-    for rung, name in enumerate(order, start=1):
-        task = TASKS[name]
-        if name not in todo:
-            continue
-        if name in cached:
-            per_target[name] = cached[name]
-        else:
-            if task.kind == "retrieval":
-                retrieval_model = retrieval_model or MultiTaskModel(load_encoder(encoder_dir)).to(device)
-                per_target[name] = evaluate_target(cfg, task, retrieval_model, tok, data["targets"][name], device)
-            else:
-                per_target[name] = next(launched)
-            write_phase3(paths[name], per_target[name])
-        timing[f"target/{name}_s"], t0 = time.time() - t0, time.time()
-        partial = {s: _summary(per_target, s) for s in cfg.eval_splits}
-        for s, summ in partial.items():
-            tracker.log_metrics(flatten_results(summ, "" if s == "test" else "validation/"), step=rung)
-        if report:
-            report({"rung": rung, "target": name, **{f"{s}/xtreme": v["xtreme"] for s, v in partial.items()}},
-                   {"per_target": per_target})
-        log(f"  {name:10s} " + "  ".join(f"{s}: {task_score(name, v):.1f}" for s, v in per_target[name].items()))
-    hits = len(cached)
-    final = _summary(per_target, "test" if "test" in cfg.eval_splits else "validation")
-    results = {"name": cfg.name, **final, "validation": _summary(per_target, "validation"),
-               "mixture": probs, "base_model": cfg.model.name, "seed": cfg.seed, "phase2": phase2,
-               "timing": {**timing, "total_s": time.time() - started}, "config": cfg.model_dump()}
-    results["phase3_cache_hits"] = hits
-    tracker.log_metrics({"time/total_s": results["timing"]["total_s"], "phase3_cache_hits": hits})
+    pipe = Pipeline(cfg, log).prepare()
+    tracker.log_params(pipe.params())
+    tracker.set_tags({"cache_hit": str(pipe.phase2.get("cache_hit", False)).lower()})
+    for rung, result in enumerate(pipe.targets(), start=1):
+        for split in cfg.eval_splits:
+            log_summary(tracker, pipe.summary(split), split, step=rung)
+        log(f"  {result.name:10s} " + "  ".join(f"{s}: {task_score(result.name, v):.1f}"
+                                                  for s, v in result.splits.items()))
+    results = pipe.results()
+    tracker.log_metrics({"time/total_s": results["timing"]["total_s"], "phase3_cache_hits": pipe.cache_hits})
     tracker.log_dict(results, "results.json")
     return results

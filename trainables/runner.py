@@ -13,19 +13,24 @@ from trainables.config import load_config
 from trainables.errors import XstiltsError
 
 
+def score_label(summary: dict) -> str:
+    """XTREME only for all nine targets; otherwise say what the number is."""
+    return "XTREME" if summary.get("xtreme") is not None else f"average of {summary['n_targets']} targets"
+
+
 def format_table(results: dict, languages: bool = False) -> str:
+    from trainables.metrics import primary
+
     rows = [f"{'target':10s} {'score':>7s}" + ("  per language" if languages else "")]
     for name, entry in results["targets"].items():
         line = f"{name:10s} {entry['score']:7.2f}"
         if languages:
-            line += "  " + " ".join(f"{l}:{_main_metric(v):.1f}" for l, v in entry["languages"].items())
+            line += "  " + " ".join(f"{l}:{primary(v):.1f}" for l, v in entry["languages"].items())
         rows.append(line)
-    rows.append(f"{'XTREME':10s} {results['xtreme']:7.2f}   (validation: {results['validation']['xtreme']:.2f})")
+    val = results["validation"]
+    rows.append(f"{score_label(results)}: {results['average']:.2f}   "
+                f"(validation, {score_label(val)}: {val['average']:.2f})")
     return "\n".join(rows)
-
-
-def _main_metric(values: dict) -> float:
-    return (values["exact_match"] + values["f1"]) / 2 if "exact_match" in values else next(iter(values.values()))
 
 
 def run(config: str, overrides: list[str], json_path: str | None = None, languages: bool = False) -> dict:

@@ -104,14 +104,16 @@ class Task:
     labels: tuple[str, ...] | None = None  # None for span QA / retrieval; CCG derives its tags from data
     languages: tuple[str, ...] = ("en",)
     train_on: str | None = None  # targets: the intermediate-style task that holds the English training set
-    category: str | None = None  # XTREME group: classification | structured | qa | retrieval
+    category: str | None = None  # XTREME group (evaluate.py): classification | tagging | qa | retrieval
     text_fields: Mapping[str, str] = field(default_factory=dict)  # normalised field -> Hub column
+    epochs: float | None = None  # targets: phase-3 epochs of jiant's XTREME recipe (QA 2, XNLI 2, PAWS-X 5, tagging 10)
 
     def to_json(self) -> dict:
         return {
             "name": self.name, "role": self.role, "kind": self.kind, "description": self.description,
             "languages": list(self.languages), "train_on": self.train_on, "metric": self.metric,
             "category": self.category, "labels": list(self.labels) if self.labels else None,
+            "epochs": self.epochs,
             "source": [_source_json(s) for s in self.sources],
         }
 
@@ -201,29 +203,29 @@ def _targets() -> list[Task]:
         Task("xnli", "target", "pair_classification", "XNLI (trained on MNLI)",
              (Source("facebook/xnli", "{lang}", {"validation": ("validation",), "test": ("test",)},
                      ("premise", "hypothesis", "label"), "pair"),),
-             "accuracy", NLI_LABELS, XNLI_LANGS, "mnli", "classification", _NLI_FIELDS),
+             "accuracy", NLI_LABELS, XNLI_LANGS, "mnli", "classification", _NLI_FIELDS, epochs=2),
         Task("pawsx", "target", "pair_classification", "PAWS-X paraphrase identification",
              (Source("google-research-datasets/paws-x", "{lang}", _XTREME_TAGS,
                      ("id", "sentence1", "sentence2", "label"), "pair"),),
              "accuracy", ("0", "1"), PAWSX_LANGS, "pawsx", "classification",
-             {"text_a": "sentence1", "text_b": "sentence2", "label": "label"}),
+             {"text_a": "sentence1", "text_b": "sentence2", "label": "label"}, epochs=5),
         Task("udpos", "target", "tagging", "Universal Dependencies v2.5 POS tagging",
              (Source(xtreme, "udpos.{udpos}", _XTREME_TAGS, ("tokens", "pos_tags"), "tagging"),),
-             "f1", UPOS, UDPOS_LANGS, "udpos", "structured", {"tags": "pos_tags"}),
+             "f1", UPOS, UDPOS_LANGS, "udpos", "tagging", {"tags": "pos_tags"}, epochs=10),
         Task("panx", "target", "tagging", "PAN-X / WikiANN named entities",
              (Source(xtreme, "PAN-X.{lang}", _XTREME_TAGS, ("tokens", "ner_tags", "langs"), "tagging"),),
-             "f1", PANX_TAGS, PANX_LANGS, "panx", "structured", {"tags": "ner_tags"}),
+             "f1", PANX_TAGS, PANX_LANGS, "panx", "tagging", {"tags": "ner_tags"}, epochs=10),
         Task("xquad", "target", "span_qa", "XQuAD (trained on SQuAD v1.1; one evaluation split)",
              (Source(xtreme, "XQuAD.{lang}", {"validation": ("validation",)}, SQUAD_COLUMNS, "squad"),),
-             "squad", None, XQUAD_LANGS, "squad_v1", "qa"),
+             "squad", None, XQUAD_LANGS, "squad_v1", "qa", epochs=2),
         Task("mlqa", "target", "span_qa", "MLQA, context language = question language (trained on SQuAD v1.1)",
              (Source(xtreme, "MLQA.{lang}.{lang}", {"validation": ("validation",), "test": ("test",)},
                      ("id", "title", "context", "question", "answers"), "squad"),),
-             "mlqa", None, MLQA_LANGS, "squad_v1", "qa"),
+             "mlqa", None, MLQA_LANGS, "squad_v1", "qa", epochs=2),
         Task("tydiqa", "target", "span_qa", "TyDiQA-GoldP (English training set; one evaluation split)",
              (Source(xtreme, "tydiqa", {"train": ("train",), "validation": ("validation",)},
                      ("id", "title", "context", "question", "answers"), "squad", lang_from_id=True),),
-             "squad", None, TYDIQA_LANGS, "tydiqa", "qa"),
+             "squad", None, TYDIQA_LANGS, "tydiqa", "qa", epochs=2),
         Task("bucc2018", "target", "retrieval", "BUCC 2018 bitext mining (no training; full corpora for test)",
              (Source(xtreme, "bucc18.{lang}", {"validation": ("validation",)},
                      ("source_sentence", "target_sentence", "source_lang", "target_lang"), "bucc_pairs"),
@@ -251,8 +253,9 @@ def _by_name(tasks: list[Task]) -> dict[str, Task]:
 TASKS: dict[str, Task] = _by_name(_intermediate() + _targets())
 INTERMEDIATE = tuple(t for t in TASKS if TASKS[t].role == "intermediate")
 TARGETS = tuple(t for t in TASKS if TASKS[t].role == "target")
-CATEGORIES = {"classification": ("pawsx", "xnli"), "structured": ("udpos", "panx"),
-              "qa": ("xquad", "mlqa", "tydiqa"), "retrieval": ("bucc2018", "tatoeba")}
+# XTREME's groups (evaluate.py GROUP2TASK), derived from the table.
+CATEGORIES = {c: tuple(t for t in TARGETS if TASKS[t].category == c)
+              for c in ("classification", "tagging", "qa", "retrieval")}
 
 
 def get_task(name: str) -> Task:

@@ -1,8 +1,10 @@
-"""Tracking behind a small interface: one MLflow implementation, one null one.
+"""Tracking behind a small interface: one MLflow implementation, one null one. The only module that
+talks to MLflow: trials and runs log through `MlflowTracker`; searches, reports and the scaling study read
+runs back through `TrackingStore`.
 
-Metric keys are hierarchical: `target/xnli/de/accuracy`, `target/xnli/score`, `xtreme`,
-`validation/xtreme`. Params and metrics go in batches (one request per call, not one per key).
-The default store is SQLite under `mlflow/` (MLflow 3.17's file store is off).
+Metric and parameter names come from `trainables.names` (`target/xnli/de/accuracy`, `target/xnli/score`,
+`average`, `validation/average`, `mix/mnli`). Params and metrics go in batches (one request per call, not
+one per key). The default store is SQLite under `mlflow/` (MLflow 3.17's file store is off).
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ import time
 from pathlib import Path
 from typing import Mapping, Protocol
 
+from dataclasses import dataclass, field
+
+from trainables import names
 from trainables.errors import XstiltsError
 
 SECRET_HINTS = ("token", "secret", "password", "key")
@@ -103,18 +108,82 @@ class MlflowTracker:
     def log_dict(self, data, name):
         self.client.log_text(self.run_id, json.dumps(data, indent=1), name)
 
+    def log_text(self, text: str, name: str) -> None:
+        self.client.log_text(self.run_id, text, name)
+
+    def log_artifact(self, path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
     def close(self, status="FINISHED"):
         self.client.set_terminated(self.run_id, status)
 
 
-def flatten_results(results: dict, prefix: str = "") -> dict[str, float]:
-    """`{"targets": {t: {"languages": {l: {m: v}}, "score": s}}, "xtreme": x}` -> hierarchical metric keys."""
-    out = {f"{prefix}xtreme": results["xtreme"]}
-    for task, entry in results["targets"].items():
-        out[f"{prefix}target/{task}/score"] = entry["score"]
+def flatten_results(summary: dict, split: str = "test") -> dict[str, float]:
+    """A split's summary (`{"targets": {t: {"languages": {l: {m: v}}, "score": s}}, "average", "xtreme",
+    "categories"}`) -> hierarchical metric keys (`trainables.names`)."""
+    out = {names.average(split): summary["average"], names.xtreme(split): summary.get("xtreme")}
+    for task, entry in summary["targets"].items():
+        out[names.target_score(task, split)] = entry["score"]
         for lang, values in entry["languages"].items():
             for metric, value in values.items():
-                out[f"{prefix}target/{task}/{lang}/{metric}"] = value
-    for cat, value in results.get("categories", {}).items():
-        out[f"{prefix}category/{cat}"] = value
-    return out
+                out[names.language_metric(task, lang, metric, split)] = value
+    for cat, value in summary.get("categories", {}).items():
+        out[names.category(cat, split)] = value
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def log_summary(tracker: "Tracker", summary: dict, split: str, step: int) -> None:
+    tracker.log_metrics(flatten_results(summary, split), step=step)
+
+
+# ---------------------------------------------------------------- reading runs back
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What the search's summaries and reports read of one MLflow run."""
+
+    run_id: str
+    status: str
+    params: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    tags: dict = field(default_factory=dict)
+
+    def mixture(self) -> dict[str, float]:
+        """The mixture probabilities the run trained with (its `mix/<task>` params), zero entries dropped."""
+        return {t: p for t, p in sorted(names.params_with(self.params, names.MIX).items()) if p > 0}
+
+
+class TrackingStore:
+    """Queries of a tracking store (a server or SQLite): runs by tag, children of a parent, closing runs."""
+
+    def __init__(self, uri: str):
+        from mlflow import MlflowClient
+
+        self.uri = uri
+        self.client = MlflowClient(uri)
+
+    def _experiment_id(self, experiment: str) -> str | None:
+        exp = self.client.get_experiment_by_name(experiment)
+        return exp.experiment_id if exp else None
+
+    def _search(self, experiment: str, filter_string: str, max_results: int = 5000) -> list[RunRecord]:
+        exp_id = self._experiment_id(experiment)
+        if exp_id is None:
+            return []
+        runs = self.client.search_runs([exp_id], filter_string, max_results=max_results)
+        return [RunRecord(r.info.run_id, r.info.status, dict(r.data.params), dict(r.data.metrics), dict(r.data.tags))
+                for r in runs]
+
+    def find(self, experiment: str, tag: str, value: str) -> RunRecord | None:
+        runs = self._search(experiment, f"tags.`{tag}` = '{value}'", max_results=1)
+        return runs[0] if runs else None
+
+    def children(self, experiment: str, parent_run_id: str) -> list[RunRecord]:
+        """The runs nested under `parent_run_id` (a search's trials)."""
+        return self._search(experiment, f"tags.mlflow.parentRunId = '{parent_run_id}'")
+
+    def terminate(self, experiment: str, tag: str, value: str, status: str) -> None:
+        """Set the status of every run tagged `tag=value` (e.g. trials a scheduler stopped mid-run)."""
+        for run in self._search(experiment, f"tags.`{tag}` = '{value}'"):
+            self.client.set_terminated(run.run_id, status)

@@ -87,13 +87,20 @@ def epoch_batches(features: Sequence[dict], batch_size: int, pad_id: int, seed: 
             yield collate([features[i] for i in idx], pad_id)
 
 
-def loss_fn(kind: str, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
-    if kind == "span_qa":
-        start, end = logits[..., 0], logits[..., 1]
-        return (F.cross_entropy(start, batch["start_positions"]) + F.cross_entropy(end, batch["end_positions"])) / 2
-    if kind == "tagging":
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["labels"].reshape(-1), ignore_index=IGNORE)
+def label_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """Classification and multiple choice: one label per example."""
     return F.cross_entropy(logits, batch["labels"])
+
+
+def token_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """Tagging: one label per first sub-word (IGNORE elsewhere)."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["labels"].reshape(-1), ignore_index=IGNORE)
+
+
+def span_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """Span QA: mean of the start and end cross-entropies."""
+    start, end = logits[..., 0], logits[..., 1]
+    return (F.cross_entropy(start, batch["start_positions"]) + F.cross_entropy(end, batch["end_positions"])) / 2
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, steps: int, warmup: float = 0.1):
