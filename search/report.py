@@ -20,7 +20,7 @@ from pathlib import Path
 from search.summary import score_name, trial_runs
 from trainables import names
 from trainables.errors import XstiltsError
-from trainables.tasks import CATEGORIES, TARGETS
+from trainables.tasks import CATEGORIES, TARGETS, TASKS
 from trainables.tracking import MlflowTracker
 
 
@@ -101,10 +101,36 @@ def markdown(report: dict) -> str:
         gain = ("" if report["baseline_average"] is None
                 else f" ({report['best_per_target_average'] - report['baseline_average']:+.2f} vs baseline)")
         lines += ["", f"Best model per target: {report['score_name']} {report['best_per_target_average']:.2f}{gain} — {per}"]
+    lines += ["", objective_line(report["targets"], report["split"])]
+    for flag in report.get("flags", []):
+        lines += ["", f"Note: {flag}"]
     c = report["cost"]
     lines += ["", f"Cost: {c['gpu_hours']:.3f} GPU-hours, {c['cpu_hours']:.3f} CPU-hours over {c['trials']} trials "
                   f"(pruned ones included)."]
     return "\n".join(lines) + "\n"
+
+
+def objective_line(targets: list[str], split: str) -> str:
+    """Which targets the numbers average over, and why the others are missing (DESIGN: no selection on test)."""
+    scored = ", ".join(targets)
+    missing = [t for t in TARGETS if t not in targets]
+    line = f"{split.capitalize()} scores: {score_name(len(targets))} = mean of {len(targets)} targets ({scored})."
+    if split == "validation" and missing:
+        no_dev = [t for t in missing if not TASKS[t].has_validation]
+        if no_dev:
+            line += (f" {', '.join(no_dev)} have no validation split (their one labelled split is XTREME's test "
+                     f"set), so the search objective leaves them out; see --split test.")
+    return line
+
+
+def flags(runs: list) -> list[str]:
+    """Warnings a reader must see: BUCC thresholds tuned on gold pairs only (no sample corpora)."""
+    origins = {r.tags.get(names.note_tag("bucc2018", "threshold_from"), "") for r in runs}
+    if any("gold-only" in o for o in origins):
+        return ["BUCC test F1 uses thresholds tuned on google/xtreme's gold pairs only (threshold_from: gold-only "
+                "dev); mining among gold pairs is trivial, so the threshold is miscalibrated. Put BUCC's sample "
+                "corpora under data_dir (xstilts tasks --json: bucc2018's local_only source says where)."]
+    return []
 
 
 def to_csv(report: dict) -> str:
@@ -129,7 +155,9 @@ def make_report(search_dir: Path, split: str = "validation", log_to_mlflow: bool
     if not trials:
         raise XstiltsError(f"search {search_dir.name!r} has no trial with {split} scores yet")
     report = build_rows(trials)
-    report.update({"split": split, "n_trials": len(trials), "cost": cost,
+    report.update({"split": split, "n_trials": len(trials), "cost": cost, "flags": flags(runs),
+                   "objective": {"targets": [t for t in report["targets"]],
+                                 "left_out": [t for t in TARGETS if not TASKS[t].has_validation]},
                    "categories": {c: [x for x in members if x in report["targets"]] for c, members in CATEGORIES.items()}})
     out = search_dir / "report"
     out.mkdir(exist_ok=True)

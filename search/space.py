@@ -74,4 +74,6 @@ class TrialSpec:
         for name, (section, key) in TUNED.items():
             if getattr(self, name) is not None:
                 updates.setdefault(section, {})[key] = getattr(self, name)
+        if self.steps is not None:  # a searched step count replaces an epochs-based length
+            updates["intermediate"]["epochs"] = None
         return update(base, updates, "trial config")

@@ -139,6 +139,7 @@ def run_trial(params: dict, ctx: TrialContext) -> None:
         for rung, per_seed in enumerate(zip(*streams), start=1):
             name = per_seed[0].name
             combined[name] = mean_splits([r.splits for r in per_seed])
+            _tag_notes(tracker, name, [r.notes for r in per_seed])
             if rung <= state.rung:  # reported before a restart; its results came back from the cache
                 continue
             metrics = _rung_metrics(ctx, pipes, combined)
@@ -156,6 +157,17 @@ def run_trial(params: dict, ctx: TrialContext) -> None:
     # Ray ends a trial it stops (ASHA, or done) by raising inside tune.report: that skips this line, and the
     # driver's CloseRuns callback closes the run instead.
     tracker.close()
+
+
+def _tag_notes(tracker, target: str, notes: list[dict]) -> None:
+    """A target's notes (BUCC: where its test threshold came from) as run tags, values joined over languages."""
+    keys = {k for n in notes for k in n}
+    tags = {}
+    for key in keys:
+        values = sorted({str(v) for n in notes for v in (n.get(key) or {}).values()})
+        tags[names.note_tag(target, key)] = ", ".join(values)
+    if tags:
+        tracker.set_tags(tags)
 
 
 def _rung_metrics(ctx: TrialContext, pipes: list[Pipeline], combined: dict) -> dict:

@@ -67,6 +67,8 @@ ROWS = {
     "google/xtreme/udpos.English/train.parquet": [{"tokens": ["The", "dog", "barks"], "pos_tags": [5, 7, 15]}],
     **{f"google/xtreme/udpos.{n}/test.parquet": [{"tokens": ["w1", "w2"], "pos_tags": [11, 15]}]
        for n in ("English", "German", "Russian")},
+    **{f"google/xtreme/udpos.{n}/validation.parquet": [{"tokens": ["v1"], "pos_tags": [7]}]
+       for n in ("English", "German", "Russian")},
     **{f"google/xtreme/PAN-X.{l}/validation.parquet": [
         {"tokens": ["Angela", "Merkel", "in", "Berlin"], "ner_tags": [1, 2, 0, 5], "langs": [l] * 4}] for l in LANGS},
     **{f"google/xtreme/XQuAD.{l}/validation.parquet": [_squad(0, l, title=False)] for l in ("en", "de", "ru")},
@@ -74,6 +76,11 @@ ROWS = {
     "google/xtreme/tydiqa/train.parquet": [{**_squad(0), "id": "english-1"}, {**_squad(1), "id": "russian-2"}],
     "google/xtreme/tydiqa/validation.parquet": [{**_squad(2), "id": "english-3"}, {**_squad(3), "id": "russian-4"},
                                                 {**_squad(4), "id": "russian-5"}],
+    # BUCC dev: de from the official sample-corpus layout; ru only from google/xtreme's gold pairs (fallback)
+    **{f"bucc2018/de-en/de-en.sample.{ext}": lines for ext, lines in (
+        ("de", ["de-000000001\tEins", "de-000000002\tZwei", "de-000000003\tDrei"]),
+        ("en", ["en-000000001\tone", "en-000000002\ttwo", "en-000000003\tfour"]),
+        ("gold", ["de-000000001\ten-000000001", "de-000000002\ten-000000002"]))},
     **{f"google/xtreme/bucc18.{l}/validation.parquet": [
         {"source_sentence": f"{l} eins", "target_sentence": "one", "source_lang": f"{l}-000000001", "target_lang": "en-000000007"},
         {"source_sentence": f"{l} zwei", "target_sentence": "two", "source_lang": f"{l}-000000002", "target_lang": "en-000000009"}]
@@ -101,13 +108,13 @@ EXPECTED = {
     "commonsenseqa": {"train": {"en": 1}},
     "xnli": {"train": {"en": 2}, "validation": {"en": 2, "de": 2, "ru": 2}},
     "pawsx": {"train": {"en": 1}, "test": {"en": 1, "de": 1}},
-    "udpos": {"train": {"en": 1}, "test": {"en": 1, "de": 1, "ru": 1}},
+    "udpos": {"train": {"en": 1}, "validation": {"en": 1, "de": 1, "ru": 1}, "test": {"en": 1, "de": 1, "ru": 1}},
     "panx": {"validation": {"en": 1, "de": 1, "ru": 1}},
-    "xquad": {"train": {"en": 2}, "validation": {"en": 1, "de": 1, "ru": 1}},
+    "xquad": {"train": {"en": 2}, "test": {"en": 1, "de": 1, "ru": 1}},  # its one split is XTREME's test
     "mlqa": {"train": {"en": 2}, "test": {"en": 2, "de": 2}},
-    "tydiqa": {"train": {"en": 1}, "validation": {"en": 1, "ru": 2}},
+    "tydiqa": {"train": {"en": 1}, "test": {"en": 1, "ru": 2}},  # GoldP dev = XTREME's test
     "bucc2018": {"validation": {"de": 2, "ru": 2}, "test": {"de": 2, "ru": 2}},
-    "tatoeba": {"validation": {"de": 2, "ru": 2}},
+    "tatoeba": {"test": {"de": 2, "ru": 2}},
 }
 
 
@@ -120,6 +127,8 @@ def write(data_dir: Path, rows: dict | None = None, languages: list[str] = LANGS
             pq.write_table(pa.Table.from_pylist(items), path)
         elif path.suffix == ".jsonl":
             path.write_text("".join(json.dumps(r) + "\n" for r in items))
+        elif path.parent.parent.name == "bucc2018":  # raw BUCC release files: one line each
+            path.write_text("".join(line + "\n" for line in items))
         else:
             with path.open("w", newline="") as fh:
                 writer = csv.DictWriter(fh, fieldnames=list(items[0]))

@@ -77,3 +77,33 @@ def test_target_without_training_data_fails_before_training(tmp_path):
                                                            "intermediate.mixture={}"])
     with pytest.raises(XstiltsError, match="missing source offline: google/xtreme/PAN-X.en/train"):
         load_all(cfg, tmp_path)
+
+
+def test_phase2_length_in_epochs_follows_jiants_rule():
+    """jiant's configurator: steps = sum over tasks of epochs x ceil(min(n, cap) / (batch x grad_accum))."""
+    cfg = load_config(ROOT / "configs/pipeline/toy.yaml", ["intermediate.steps=null", "intermediate.epochs=2",
+                                                           "intermediate.batch_size=8", "intermediate.grad_accum=2",
+                                                           "intermediate.cap=100"])
+    assert cfg.intermediate.total_steps({"mnli": 1000, "squad_v1": 33}) == 2 * 7 + 2 * 3  # min(1000, 100)/16 -> 7
+    with pytest.raises(XstiltsError, match="exactly one of intermediate.steps and intermediate.epochs"):
+        load_config(ROOT / "configs/pipeline/toy.yaml", ["intermediate.epochs=2"])  # steps still set
+
+
+def test_paper_presets_train_phase2_for_epochs():
+    for name in ("xlmr_large_mnli.yaml", "xlmr_large_multitask.yaml"):
+        cfg = load_config(ROOT / "configs/pipeline" / name)
+        assert cfg.intermediate.steps is None and cfg.intermediate.epochs
+
+
+def test_anli_plus_does_not_count_mnli_twice(tmp_path):
+    """ANLI+ is ANLI + MNLI + SNLI: in a mixture with mnli, MNLI is read once, under mnli."""
+    import hub_fixtures
+    from trainables.data import load_mixture
+
+    hub_fixtures.write(tmp_path)
+    alone, _ = load_mixture({"anli_plus": 1.0}, tmp_path)
+    both, dropped = load_mixture({"anli_plus": 1.0, "mnli": 1.0}, tmp_path)
+    assert len(alone["anli_plus"]) == 6 and len(both["mnli"]) == 2
+    assert len(both["anli_plus"]) == 6 - 2 and dropped == {"anli_plus": ["nyu-mll/glue/mnli"]}
+    multitask = load_config(ROOT / "configs/pipeline/xlmr_large_multitask.yaml")
+    assert {"anli_plus", "mnli"} <= set(multitask.intermediate.mixture)  # the preset relies on the rule above

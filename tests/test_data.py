@@ -58,14 +58,57 @@ def test_squad_v2_keeps_unanswerable(hub_dir):
 
 def test_tydiqa_language_from_id_prefix_and_english_only_training(hub_dir):
     assert [e["id"] for e in data.load_split("tydiqa", "train", hub_dir)["en"]] == ["english-1"]
-    assert [e["id"] for e in data.load_split("tydiqa", "validation", hub_dir)["ru"]] == ["russian-4", "russian-5"]
+    assert [e["id"] for e in data.load_split("tydiqa", "test", hub_dir)["ru"]] == ["russian-4", "russian-5"]
+
+
+def test_single_split_targets_are_read_as_test_never_as_validation(hub_dir):
+    """XQuAD, TyDiQA-GoldP and Tatoeba have one labelled split, which XTREME reports as test: nothing of it may
+    reach selection or the search objective (both read validation only)."""
+    for task in ("xquad", "tydiqa", "tatoeba"):
+        assert data.load_split(task, "validation", hub_dir) == {}, task
+        assert data.load_split(task, "test", hub_dir), task
+        assert not get_task(task).has_validation
+    assert all(get_task(t).has_validation for t in ("xnli", "pawsx", "udpos", "panx", "mlqa", "bucc2018"))
+
+
+def test_udpos_languages_per_split(tmp_path):
+    """UD v2.5 has no dev data for kk, th, tl, yo (google/xtreme has no validation split for them): validation
+    covers jiant's 29 languages, test all 33; a data_dir without kk validation files loads fine."""
+    rows = {"google/xtreme/udpos.English/validation.parquet": [{"tokens": ["a"], "pos_tags": [7]}],
+            "google/xtreme/udpos.English/train.parquet": [{"tokens": ["t"], "pos_tags": [7]}],
+            "google/xtreme/udpos.Kazakh/test.parquet": [{"tokens": ["k"], "pos_tags": [7]}],
+            "google/xtreme/udpos.English/test.parquet": [{"tokens": ["b"], "pos_tags": [7]}]}
+    hub_fixtures.write(tmp_path, rows, ["en", "kk"])
+    assert set(data.load_split("udpos", "validation", tmp_path)) == {"en"}
+    assert set(data.load_split("udpos", "test", tmp_path)) == {"en", "kk"}
+    udpos = get_task("udpos")
+    assert len(udpos.languages_for("validation")) == 29 and len(udpos.languages_for("test")) == 33
+    assert set(udpos.languages_for("test")) - set(udpos.languages_for("validation")) == {"kk", "th", "tl", "yo"}
+    assert data.inspect("udpos", tmp_path)["splits"] == {"train": {"en": 1}, "validation": {"en": 1},
+                                                         "test": {"en": 1, "kk": 1}}
+
+    asked = []
+
+    def fake_hub(source, config, split):
+        asked.append((config, split))
+        return [{"tokens": ["x"], "pos_tags": [7]}]
+
+    written = data.prepare(["udpos"], tmp_path / "prepared", loader=fake_hub)
+    names = {str(p.relative_to(tmp_path / "prepared")) for p in written}
+    assert ("udpos.Kazakh", "test") in asked and ("udpos.Kazakh", "validation") not in asked
+    assert "google/xtreme/udpos.Kazakh/test.parquet" in names and "google/xtreme/udpos.Kazakh/validation.parquet" not in names
 
 
 def test_retrieval_corpora(hub_dir):
-    tato = data.load_split("tatoeba", "validation", hub_dir)["de"][0]
+    tato = data.load_split("tatoeba", "test", hub_dir)["de"][0]
     assert tato["sources"] == ["deu one", "deu two"] and tato["targets"] == ["one", "two"]  # "\n" stripped
-    bucc_dev = data.load_split("bucc2018", "validation", hub_dir)["ru"][0]
+    bucc_dev = data.load_split("bucc2018", "validation", hub_dir)["ru"][0]  # no sample corpora: gold pairs
     assert bucc_dev["gold"] == [[0, 0], [1, 1]] and bucc_dev["targets"] == ["one", "two"]
+    assert bucc_dev["origin"] == "gold-only dev"
+    sample = data.load_split("bucc2018", "validation", hub_dir)["de"]  # the official sample layout wins
+    assert len(sample) == 1 and sample[0]["origin"] == "sample corpora"
+    assert sample[0]["sources"] == ["Eins", "Zwei", "Drei"] and sample[0]["targets"] == ["one", "two", "four"]
+    assert sample[0]["gold"] == [[0, 0], [1, 1]]  # "Drei" has no translation: a distractor, as in BUCC
     bucc_test = data.load_split("bucc2018", "test", hub_dir)["de"][0]
     assert bucc_test["gold"] == [[0, 1], [2, 3]]  # mteb/BUCC's 1-based gold made 0-based
     assert bucc_test["sources"][2] == "de c" and bucc_test["targets"][3] == "w"

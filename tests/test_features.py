@@ -3,7 +3,10 @@
 Run: pytest tests/test_features.py
 """
 
-from trainables.features import IGNORE, featurize_span_qa
+import numpy as np
+
+from trainables.evaluate import best_spans
+from trainables.features import IGNORE, MAX_QUERY_TOKENS, featurize_span_qa, featurize_tagging
 from trainables.kinds import featurize
 
 
@@ -35,6 +38,69 @@ def test_qa_long_context_windows_with_stride(toy_tokenizer):
     assert hits, "some window must contain the answer"
     assert all(_answer_text(f, context) == "quick wolf" for f in hits)
     assert any(f["start_positions"] == 0 for f in feats)  # windows without the answer point at <s>
+
+
+def _long_example(tok):
+    words = " ".join(f"w{i}" for i in range(90))  # each "w<i>" is several pieces: a long document
+    return {"id": "x", "question": "anna sees what ?", "context": words, "answers": {"text": [], "answer_start": []}}
+
+
+def test_qa_windows_advance_by_doc_stride_as_the_squad_processor(toy_tokenizer):
+    """xtreme third_party/processors/squad.py: window k starts k * doc_stride document tokens in and holds
+    L = max_length - len(question) - specials tokens; the last window reaches the end of the document."""
+    ex = _long_example(toy_tokenizer)
+    doc = toy_tokenizer(ex["context"], add_special_tokens=False)["input_ids"]
+    question = toy_tokenizer(ex["question"], add_special_tokens=False)["input_ids"]
+    feats = featurize_span_qa([ex], toy_tokenizer, max_length=64, doc_stride=20)
+    length = 64 - len(question) - 4  # <s> q </s></s> d </s>
+    head = 1 + len(question) + 2
+    for k, f in enumerate(feats):
+        assert f["input_ids"][head:-1] == doc[20 * k:20 * k + length]
+        assert f["input_ids"][1:1 + len(question)] == question
+    assert len(feats[0]["input_ids"]) == 64
+    assert 20 * (len(feats) - 1) + length >= len(doc) > 20 * (len(feats) - 2) + length
+
+
+def test_qa_question_is_cut_to_64_tokens(toy_tokenizer):
+    ex = {**_long_example(toy_tokenizer), "question": " ".join(["anna"] * 100)}
+    (feat, *_) = featurize_span_qa([ex], toy_tokenizer, max_length=128, doc_stride=32)
+    first_doc = min(i for i, o in enumerate(feat["offsets"]) if o is not None)
+    assert first_doc == 1 + MAX_QUERY_TOKENS + 2
+
+
+def test_qa_answers_start_only_at_max_context_tokens(toy_tokenizer):
+    """A document of three overlapping windows. The first window scores a span starting near its right edge
+    highest; that token has more context in the second window (token_is_max_context is False in the first), so
+    XTREME's post-processing ignores it there and takes the second window's best span instead."""
+    ex = _long_example(toy_tokenizer)
+    feats = featurize_span_qa([ex], toy_tokenizer, max_length=64, doc_stride=20)
+    assert len(feats) >= 3
+    first, second = feats[0], feats[1]
+    edge = max(i for i, o in enumerate(first["offsets"]) if o is not None) - 1  # near the right edge
+    assert not first["max_context"][edge]
+    good = next(i for i, m in enumerate(second["max_context"]) if m)
+    logits = [np.zeros((len(f["input_ids"]), 2)) for f in feats]
+    logits[0][edge] = [10.0, 10.0]  # the best span of all, but not max-context in this window
+    logits[1][good] = [5.0, 5.0]
+    context = ex["context"]
+    expected = context[second["offsets"][good][0]:second["offsets"][good][1]]
+    assert best_spans(feats, logits, {"x": context}) == {"x": expected}
+    without_rule = [{**f, "max_context": [o is not None for o in f["offsets"]]} for f in feats]
+    assert best_spans(without_rule, logits, {"x": context})["x"] != expected
+
+
+def test_long_tagged_sentences_are_chunked_not_truncated(toy_tokenizer):
+    """xtreme utils_preprocess.py splits sentences longer than the window at word boundaries; every word is
+    tagged (jiant's truncation would drop the tail from scoring)."""
+    words = ["anna", "sees", "the", "red", "fox"] * 12
+    tags = ["PROPN", "VERB", "DET", "ADJ", "NOUN"] * 12
+    labels = ["ADJ", "DET", "NOUN", "PROPN", "VERB"]
+    feats = featurize_tagging([{"tokens": words, "tags": tags}], toy_tokenizer, 16, labels=labels)
+    assert len(feats) > 3 and all(len(f["input_ids"]) <= 16 for f in feats)
+    assert sum(f["n_words"] for f in feats) == len(words)
+    assert [f["first_word"] for f in feats] == sorted(f["first_word"] for f in feats)
+    tagged = [labels[l] for f in feats for l in f["labels"] if l != IGNORE]
+    assert tagged == tags
 
 
 def test_qa_unanswerable_points_at_cls(toy_tokenizer):

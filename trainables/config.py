@@ -8,6 +8,7 @@ before any training, with one line that names the problem and the choices.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -44,7 +45,10 @@ class IntermediateConfig(Strict):
     sampler: Literal["explicit", "proportional", "capped", "temperature", "uniform"] = "explicit"
     temperature: float = Field(1.0, gt=0)
     cap: int | None = Field(None, gt=0)
-    steps: int = Field(1000, ge=0)
+    # Length: a number of optimiser steps, or (jiant) epochs -> steps = sum over the mixture's tasks of
+    # epochs x ceil(min(n_task, cap) / (batch_size x grad_accum)). Set one, the other to null.
+    steps: int | None = Field(1000, ge=0)
+    epochs: float | None = Field(None, gt=0)
     lr: float = Field(1.0e-5, gt=0)
     batch_size: int = Field(32, gt=0)
     grad_accum: int = Field(1, gt=0)
@@ -64,6 +68,19 @@ class IntermediateConfig(Strict):
         if mixture and not any(mixture.values()):
             raise ValueError("all mixture weights are zero; give one a positive weight, or use {} for the baseline")
         return mixture
+
+    @model_validator(mode="after")
+    def _one_length(self) -> "IntermediateConfig":
+        if (self.steps is None) == (self.epochs is None):
+            raise ValueError("set exactly one of intermediate.steps and intermediate.epochs (the other to null)")
+        return self
+
+    def total_steps(self, sizes: dict[str, int]) -> int:
+        """Optimiser steps of phase 2: `steps`, or jiant's epochs rule over the mixture's training-set sizes."""
+        if self.steps is not None:
+            return self.steps
+        per_batch = self.batch_size * self.grad_accum
+        return sum(math.ceil(self.epochs * math.ceil(min(n, self.cap or n) / per_batch)) for n in sizes.values())
 
 
 class TargetConfig(Strict):

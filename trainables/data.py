@@ -2,13 +2,15 @@
 
 A source is read from `<data_dir>/<hub_id>/<config>/<split>.{parquet,jsonl,csv}` when that file exists
 (columns exactly as on the Hub), else from the Hub with `datasets` 5.x. Both paths yield the same rows,
-so one set of readers (`READERS`) normalises them into examples of the task's kind:
+so one set of readers (`trainables.readers`) normalises them into examples of the task's kind:
 
   classification / pair_classification  {"text_a", "text_b"?, "label": int}
   multiple_choice                       {"context", "choices": [str], "label": int}
   span_qa                               {"id", "context", "question", "answers": {"text", "answer_start"}}
   tagging                               {"tokens": [str], "tags": [str]}       (tag *names*, not ids)
   retrieval                             {"sources": [str], "targets": [str], "gold": [[i, j]]}  (one per language)
+Raw corpora that are not on the Hub (BUCC 2018's sample corpora, its dev set) are read from their official
+release layout under data_dir (`bucc2018/<xx>-en/<xx>-en.sample.{xx,en,gold}`).
 
 Inspect:  xstilts data inspect xnli --data-dir toy_data --json
 """
@@ -18,10 +20,12 @@ from __future__ import annotations
 import csv
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 from trainables.errors import XstiltsError
+from trainables.readers import READERS, raw_bucc_files, read_bucc_raw
 from trainables.tasks import TYDIQA_PREFIXES, Source, Task, get_task, training_task
 
 SPLITS = ("train", "validation", "test")
@@ -108,116 +112,6 @@ def read_split(task: Task, source: Source, config: str, split: str, data_dir: Pa
     return rows
 
 
-# ---------------------------------------------------------------- normalisation per reader
-
-
-def _label(task: Task, value) -> int | None:
-    """Map a Hub label (ClassLabel int, or a string such as "1", "A", "entailment") to an index; None = unlabelled."""
-    if value is None or value == "" or value == -1 or value == "-1":
-        return None
-    names = task.labels or ()
-    if isinstance(value, str):
-        if value in names:
-            return names.index(value)
-        if value.lstrip("-").isdigit():
-            value = int(value)
-        else:
-            raise XstiltsError(f"{task.name}: unknown label {value!r}; labels are {list(names)}")
-    if not 0 <= int(value) < len(names):
-        raise XstiltsError(f"{task.name}: label {value} out of range for {len(names)} labels")
-    return int(value)
-
-
-def _pair(task: Task, rows: list[dict]) -> list[dict]:
-    f = task.text_fields
-    out = []
-    for row in rows:
-        label = _label(task, row[f["label"]])
-        if label is None:  # SNLI's -1 (no gold label), GLUE's hidden test labels
-            continue
-        ex = {"text_a": row[f["text_a"]], "label": label}
-        if "text_b" in f:
-            ex["text_b"] = row[f["text_b"]]
-        out.append(ex)
-    return out
-
-
-def _squad(task: Task, rows: list[dict]) -> list[dict]:
-    out = []
-    for row in rows:
-        answers = row["answers"] or {"text": [], "answer_start": []}
-        out.append({"id": str(row["id"]), "context": row["context"], "question": row["question"],
-                    "answers": {"text": list(answers["text"]), "answer_start": [int(a) for a in answers["answer_start"]]}})
-    return out
-
-
-def _tagging(task: Task, rows: list[dict]) -> list[dict]:
-    column = task.text_fields["tags"]
-    names = task.labels
-    out = []
-    for row in rows:
-        tags = [names[t] if isinstance(t, int) and names else str(t) for t in row[column]]
-        out.append({"tokens": list(row["tokens"]), "tags": tags})
-    return out
-
-
-def _hellaswag(task: Task, rows: list[dict]) -> list[dict]:
-    # jiant's recipe: prompt = ctx_a, choice = ctx_b + " " + ending.
-    return [{"context": r["ctx_a"], "choices": [f"{r['ctx_b']} {e}".strip() for e in r["endings"]],
-             "label": label} for r in rows if (label := _label(task, r["label"])) is not None]
-
-
-def _cosmosqa(task: Task, rows: list[dict]) -> list[dict]:
-    return [{"context": f"{r['context']} {r['question']}", "choices": [r[f"answer{i}"] for i in range(4)],
-             "label": label} for r in rows if (label := _label(task, r["label"])) is not None]
-
-
-def _commonsenseqa(task: Task, rows: list[dict]) -> list[dict]:
-    out = []
-    for r in rows:
-        label = _label(task, r["answerKey"])
-        if label is None:
-            continue
-        keys = list(r["choices"]["label"])
-        out.append({"context": r["question"], "choices": list(r["choices"]["text"]),
-                    "label": keys.index(task.labels[label])})
-    return out
-
-
-def _tatoeba(task: Task, rows: list[dict]) -> list[dict]:
-    # google/xtreme kept Tatoeba's trailing newlines; row i of each side is a translation pair.
-    sources = [r["source_sentence"].strip() for r in rows]
-    targets = [r["target_sentence"].strip() for r in rows]
-    return [{"sources": sources, "targets": targets, "gold": [[i, i] for i in range(len(rows))]}] if rows else []
-
-
-def _bucc_pairs(task: Task, rows: list[dict]) -> list[dict]:
-    # google/xtreme bucc18: gold pairs only; source_lang/target_lang actually hold the sentence ids.
-    src_ids, trg_ids, sources, targets, gold = {}, {}, [], [], []
-    for r in rows:
-        i = src_ids.setdefault(r["source_lang"], len(sources))
-        if i == len(sources):
-            sources.append(r["source_sentence"].strip())
-        j = trg_ids.setdefault(r["target_lang"], len(targets))
-        if j == len(targets):
-            targets.append(r["target_sentence"].strip())
-        gold.append([i, j])
-    return [{"sources": sources, "targets": targets, "gold": gold}] if rows else []
-
-
-def _bucc_corpus(task: Task, rows: list[dict]) -> list[dict]:
-    # mteb/BUCC: one row per language pair with the full corpora; gold indices are 1-based.
-    return [{"sources": [s.strip() for s in r["sentence1"]], "targets": [s.strip() for s in r["sentence2"]],
-             "gold": [[int(i) - 1, int(j) - 1] for i, j in r["gold"]]} for r in rows]
-
-
-READERS: dict[str, Callable[[Task, list[dict]], list[dict]]] = {
-    "pair": _pair, "single": _pair, "squad": _squad, "tagging": _tagging, "hellaswag": _hellaswag,
-    "cosmosqa": _cosmosqa, "commonsenseqa": _commonsenseqa, "tatoeba": _tatoeba,
-    "bucc_pairs": _bucc_pairs, "bucc_corpus": _bucc_corpus,
-}
-
-
 # ---------------------------------------------------------------- tasks, splits, languages
 
 
@@ -231,10 +125,47 @@ def manifest_languages(data_dir: Path | None) -> set[str] | None:
         raise XstiltsError(f"malformed {Path(data_dir) / MANIFEST}: expected {{\"languages\": [...]}}") from exc
 
 
-def task_languages(task: Task, data_dir: Path | None) -> list[str]:
-    """The task's XTREME languages that this data_dir holds (all of them without a manifest)."""
+def task_languages(task: Task, data_dir: Path | None, split: str = "test") -> list[str]:
+    """The task's XTREME languages for a split (UD-POS validates on 29 of its 33) that this data_dir holds
+    (all of them without a manifest)."""
     held = manifest_languages(data_dir)
-    return [lang for lang in task.languages if held is None or lang in held]
+    return [lang for lang in task.languages_for(split) if held is None or lang in held]
+
+
+@dataclass(frozen=True)
+class Read:
+    """One source split a task's split reads, and the languages it yields."""
+
+    source: Source
+    config: str
+    hub_split: str
+    langs: tuple[str, ...]
+
+    def fallback_covered(self, have) -> bool:
+        return self.source.fallback and all(lang in have for lang in self.langs)
+
+
+def plan(task: Task, split: str, langs: Sequence[str]) -> list[Read]:
+    """Every source split behind one of xstilts' splits, in the task table's order."""
+    out = []
+    for source in task.sources:
+        for hub_split in source.splits.get(split, ()):
+            if source.per_language:
+                out += [Read(source, source.config_for(l), hub_split, (l,)) for l in langs]
+            elif source.lang_from_id:
+                out.append(Read(source, source.config, hub_split, tuple(langs)))
+            elif "en" in langs:
+                out.append(Read(source, source.config, hub_split, ("en",)))
+    return out
+
+
+def _split_task(task: Task | str, split: str, data_dir, languages=None) -> tuple[Task, list[str]]:
+    task = get_task(task) if isinstance(task, str) else task
+    if split not in SPLITS:
+        raise XstiltsError(f"unknown split {split!r}; splits are {SPLITS}")
+    if split == "train":
+        return training_task(task), ["en"]
+    return task, list(languages) if languages is not None else task_languages(task, data_dir, split)
 
 
 def load_split(task: Task | str, split: str, data_dir: Path | str | None = None,
@@ -242,62 +173,70 @@ def load_split(task: Task | str, split: str, data_dir: Path | str | None = None,
     """Normalised examples of one split, by language: `{lang: [example, ...]}`.
 
     `train` is always the English training set (a target's comes from `train_on`: XNLI reads MNLI);
-    evaluation splits cover the task's languages that the data_dir holds. Missing splits give `{}`.
+    evaluation splits cover the task's languages for that split that the data_dir holds. A fallback source
+    (BUCC's gold-only dev) is read only for languages no earlier source held. Missing splits give `{}`.
     """
-    task = get_task(task) if isinstance(task, str) else task
-    if split not in SPLITS:
-        raise XstiltsError(f"unknown split {split!r}; splits are {SPLITS}")
     data_dir = Path(data_dir) if data_dir is not None else None
-    if split == "train":
-        task = training_task(task)
-        langs = ["en"]
-    else:
-        langs = list(languages) if languages is not None else task_languages(task, data_dir)
+    task, langs = _split_task(task, split, data_dir, languages)
     out: dict[str, list[dict]] = {}
-    for source in task.sources:
-        for hub_split in source.splits.get(split, ()):
-            for lang, examples in _read_languages(task, source, hub_split, langs, data_dir, loader).items():
+    reads = plan(task, split, langs)
+    for n, read in enumerate(reads):
+        if read.fallback_covered(out):
+            continue
+        has_fallback = any(r.source.fallback for r in reads[n + 1:])
+        rows = read_rows(task, read, data_dir, loader, optional=has_fallback)
+        if rows is None:  # a local-only source that is absent, with a fallback after it
+            continue
+        for lang, examples in _by_language(task, read, rows).items():
+            if not (read.source.fallback and lang in out):
                 out.setdefault(lang, []).extend(examples)
     return out
 
 
-def _read_languages(task: Task, source: Source, hub_split: str, langs: list[str], data_dir, loader):
-    read = READERS[source.reader]
-    if source.per_language:
-        return {lang: read(task, read_split(task, source, source.config_for(lang), hub_split, data_dir, loader))
-                for lang in langs}
-    rows = read_split(task, source, source.config, hub_split, data_dir, loader)
-    if source.lang_from_id:  # TyDiQA: one config, language = id prefix
-        by_lang: dict[str, list[dict]] = {}
-        for row in rows:
-            lang = TYDIQA_PREFIXES.get(str(row["id"]).split("-")[0])
-            if lang in langs:
-                by_lang.setdefault(lang, []).append(row)
-        return {lang: read(task, rs) for lang, rs in by_lang.items()}
-    return {"en": read(task, rows)} if "en" in langs else {}
+def _by_language(task: Task, read: Read, rows: list[dict]) -> dict[str, list[dict]]:
+    normalise = READERS[read.source.reader]
+    if not read.source.lang_from_id:
+        return {read.langs[0]: normalise(task, rows)}
+    by_lang: dict[str, list[dict]] = {}  # TyDiQA: one config, language = id prefix
+    for row in rows:
+        lang = TYDIQA_PREFIXES.get(str(row["id"]).split("-")[0])
+        if lang in read.langs:
+            by_lang.setdefault(lang, []).append(row)
+    return {lang: normalise(task, rs) for lang, rs in by_lang.items()}
+
+
+def read_rows(task: Task, read: Read, data_dir: Path | None, loader=hub_load, optional: bool = False):
+    """The rows of one source split (raw corpora, local files or the Hub); None if optional and absent."""
+    if read.source.raw:
+        folder = Path(data_dir or ".") / read.source.hub_id / read.config
+        if data_dir is not None and raw_bucc_files(folder, read.config, read.hub_split)[2].exists():
+            return read_bucc_raw(folder, read.config, read.hub_split)
+        if optional:
+            return None
+        raise XstiltsError(f"{task.name}: no raw files under {folder}. {read.source.local_only}")
+    if optional and read.source.local_only and local_path(data_dir, read.source.hub_id, read.config, read.hub_split) is None:
+        return None
+    return read_split(task, read.source, read.config, read.hub_split, data_dir, loader)
 
 
 def inputs(task: Task | str, split: str, data_dir: Path | str | None = None) -> list[list]:
-    """What `load_split(task, split, data_dir)` reads, for cache keys: `["file", path under data_dir, content
+    """What `load_split(task, split, data_dir)` may read, for cache keys: `["file", path under data_dir, content
     hash]` for each local file and `["hub", id, config, split, revision]` for each Hub source."""
     from trainables.cache import file_digest
 
-    task = get_task(task) if isinstance(task, str) else task
     data_dir = Path(data_dir) if data_dir is not None else None
-    if split == "train":
-        task, langs = training_task(task), ["en"]
-    else:
-        langs = task_languages(task, data_dir)
+    task, langs = _split_task(task, split, data_dir)
     out: list[list] = []
-    for source in task.sources:
-        configs = [source.config_for(l) for l in langs] if source.per_language else [source.config]
-        for config in dict.fromkeys(configs):
-            for hub_split in source.splits.get(split, ()):
-                path = local_path(data_dir, source.hub_id, config, hub_split)
-                if path is not None:
-                    out.append(["file", str(path.relative_to(data_dir)), file_digest(path)])
-                else:
-                    out.append(["hub", source.hub_id, config, hub_split, source.revision])
+    for read in plan(task, split, langs):
+        if read.source.raw:
+            folder = Path(data_dir or ".") / read.source.hub_id / read.config
+            paths = [p for p in raw_bucc_files(folder, read.config, read.hub_split) if p.exists()]
+        else:
+            path = local_path(data_dir, read.source.hub_id, read.config, read.hub_split)
+            paths = [path] if path is not None else []
+            if not paths and not read.source.local_only:
+                out.append(["hub", read.source.hub_id, read.config, read.hub_split, read.source.revision])
+        out += [["file", str(p.relative_to(data_dir)), file_digest(p)] for p in paths]
     return out
 
 
@@ -324,30 +263,51 @@ def tag_labels(task: Task, train_examples: Sequence[dict]) -> tuple[str, ...]:
     return task.labels or tuple(sorted({t for ex in train_examples for t in ex["tags"]}))
 
 
-def prepare(task_names: Sequence[str], data_dir: Path | str, loader=hub_load) -> list[Path]:
-    """Download every source split the tasks need into the local layout (for offline clusters)."""
+def load_mixture(mixture: Mapping[str, float], data_dir: Path | None) -> tuple[dict[str, list], dict[str, list]]:
+    """English training examples of a mixture's tasks, each source read once: a task whose sources include
+    another mixture task's whole source list leaves those out (ANLI+ contains MNLI: with both in a mixture,
+    MNLI is counted once, under mnli). Returns (examples by task, {task: [sources left out]})."""
+    from dataclasses import replace
+
+    tasks = [t for t, w in mixture.items() if w > 0]
+    out, dropped = {}, {}
+    for name in tasks:
+        task = get_task(name)
+        owned = {(s.hub_id, s.config) for other in tasks if other != name for s in get_task(other).sources
+                 if len(get_task(other).sources) == 1 and len(task.sources) > 1}
+        keep = tuple(s for s in task.sources if (s.hub_id, s.config) not in owned)
+        if len(keep) < len(task.sources):
+            dropped[name] = [f"{s.hub_id}/{s.config}" for s in task.sources if s not in keep]
+            task = replace(task, sources=keep)
+        out[name] = load_split(task, "train", data_dir).get("en", [])
+    return out, dropped
+
+
+def prepare(task_names: Sequence[str], data_dir: Path | str, loader=hub_load, log=print) -> list[Path]:
+    """Download every source split the tasks need into the local layout (for offline clusters). Sources that
+    are not on the Hub (CCGbank, BUCC's sample corpora) are not downloaded: `log` says where they come from."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     data_dir = Path(data_dir)
-    written = []
+    written, advised = [], set()
     tasks = [get_task(n) for n in task_names]
     for task in tasks + [training_task(t) for t in tasks if t.train_on and t.train_on != t.name]:
-        for source in task.sources:
-            if source.local_only:
-                continue
-            for split, hub_splits in source.splits.items():
-                langs = ["en"] if split == "train" else list(task.languages)
-                configs = [source.config_for(l) for l in langs] if source.per_language else [source.config]
-                for config in dict.fromkeys(configs):
-                    for hub_split in hub_splits:
-                        path = data_dir / source.hub_id / config / f"{hub_split}.parquet"
-                        if path.exists():
-                            continue
-                        rows = [dict(r) for r in loader(source, config, hub_split)]
-                        path.parent.mkdir(parents=True, exist_ok=True)
-                        tmp = path.with_suffix(".parquet.tmp")
-                        pq.write_table(pa.Table.from_pylist(rows), tmp)
-                        tmp.rename(path)  # atomic: a crash never leaves a half-written split
-                        written.append(path)
+        for split in SPLITS:
+            langs = ["en"] if split == "train" else list(task.languages_for(split))
+            for read in plan(task, split, langs):
+                if read.source.local_only or read.source.raw:
+                    if (read.source.hub_id, read.source.config) not in advised:
+                        advised.add((read.source.hub_id, read.source.config))
+                        log(f"{task.name}: not on the Hub; put it under {data_dir} yourself: {read.source.local_only}")
+                    continue
+                path = data_dir / read.source.hub_id / read.config / f"{read.hub_split}.parquet"
+                if path.exists() or path in written:
+                    continue
+                rows = [dict(r) for r in loader(read.source, read.config, read.hub_split)]
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(".parquet.tmp")
+                pq.write_table(pa.Table.from_pylist(rows), tmp)
+                tmp.rename(path)  # atomic: a crash never leaves a half-written split
+                written.append(path)
     return written

@@ -13,13 +13,13 @@ from typing import Sequence
 
 import numpy as np
 
-from trainables import metrics
+from trainables import metrics, retrieval
 from trainables.features import (IGNORE, featurize_classification, featurize_sentences, featurize_span_qa,
                                  featurize_tagging)
 from trainables.tasks import Task
 from trainables.train import embed, predict
 
-MAX_ANSWER_TOKENS = 30
+MAX_ANSWER_TOKENS, N_BEST = 30, 20
 
 
 def evaluate_classification(model, task: Task, examples: Sequence[dict], tok, cfg, device, **_) -> dict:
@@ -29,32 +29,39 @@ def evaluate_classification(model, task: Task, examples: Sequence[dict], tok, cf
 
 
 def evaluate_tagging(model, task: Task, examples: Sequence[dict], tok, cfg, device, labels=(), **_) -> dict:
+    """Predicted tags of every word (chunks of a long sentence joined back) against the gold tags."""
     feats = featurize_tagging(examples, tok, cfg.max_length, labels=labels)
     logits = predict(model, task.name, feats, cfg.eval_batch_size, tok.pad_token_id, device)
-    pred_tags, gold_tags = [], []
-    for f, l in zip(feats, logits):
+    pred_tags: list[list[str]] = [[] for _ in examples]
+    for f, l in zip(feats, logits):  # chunks come in sentence order, first chunk first
         keep = [i for i, y in enumerate(f["labels"]) if y != IGNORE]  # first sub-words only
-        pred_tags.append([labels[int(np.argmax(l[i]))] for i in keep])
-        gold_tags.append([labels[f["labels"][i]] for i in keep])
+        pred_tags[f["sentence"]] += [labels[int(np.argmax(l[i]))] for i in keep]
+    gold_tags = [list(e["tags"]) for e in examples]
+    assert all(len(p) == len(g) for p, g in zip(pred_tags, gold_tags)), "every word is tagged once (chunking)"
     return {"f1": metrics.tag_f1(pred_tags, gold_tags)}
 
 
 def best_spans(feats: Sequence[dict], logits: Sequence[np.ndarray], contexts: dict[str, str]) -> dict[str, str]:
-    """Highest start+end logit span with start <= end < start + 30 inside the context, over all windows."""
+    """The answer of each question as XTREME's SQuAD v1.1 post-processing picks it (`compute_predictions_logits`,
+    n_best 20, max_answer_length 30): per window, the 20 best start and 20 best end positions; a pair counts
+    only if both lie in the document, the start is a max-context token of this window, end >= start and the
+    span has at most 30 tokens; the best start + end logit over all windows wins."""
     best: dict[str, tuple[float, str]] = {}
     for f, l in zip(feats, logits):
         start_l, end_l = l[:, 0], l[:, 1]
-        inside = np.array([o is not None for o in f["offsets"]])
-        starts = np.argsort(np.where(inside, start_l, -np.inf))[::-1][:20]
-        ends = np.argsort(np.where(inside, end_l, -np.inf))[::-1][:20]
+        starts = np.argsort(-start_l, kind="stable")[:N_BEST]
+        ends = np.argsort(-end_l, kind="stable")[:N_BEST]
+        offsets, max_context = f["offsets"], f["max_context"]
         for s in starts:
+            if offsets[s] is None or not max_context[s]:
+                continue
             for e in ends:
-                if not (inside[s] and inside[e]) or e < s or e - s >= MAX_ANSWER_TOKENS:
+                if offsets[e] is None or e < s or e - s + 1 > MAX_ANSWER_TOKENS:
                     continue
                 score = float(start_l[s] + end_l[e])
                 if score > best.get(f["example_id"], (-np.inf, ""))[0]:
                     ctx = contexts[f["example_id"]]
-                    best[f["example_id"]] = (score, ctx[f["offsets"][s][0]:f["offsets"][e][1]])
+                    best[f["example_id"]] = (score, ctx[offsets[s][0]:offsets[e][1]])
     return {qid: text for qid, (score, text) in best.items()}
 
 
@@ -77,14 +84,20 @@ def _embed(model, sentences, tok, cfg, device, layer_fraction):
 
 def evaluate_retrieval(model, task: Task, corpus: dict, tok, cfg, device, layer_fraction: float = 14 / 24,
                        threshold: float | None = None, **_) -> dict:
-    """Tatoeba: top-1 accuracy. BUCC: F1 at `threshold` (None: the F1-optimal one on this split, as on dev)."""
-    src = _embed(model, corpus["sources"], tok, cfg, device, layer_fraction)
-    trg = _embed(model, corpus["targets"], tok, cfg, device, layer_fraction)
+    """Tatoeba (metric accuracy): English queries over the non-English sentences, top-1. BUCC (metric f1):
+    margin mining of the unique sentences; F1 at `threshold` (None: the F1-optimal one on this split, as on
+    dev), returned with the threshold and where it came from (`trainables.retrieval`)."""
     if task.metric == "accuracy":  # similarity search
-        gold = dict(corpus["gold"])
-        keep = sorted(gold)
-        return {"accuracy": metrics.tatoeba_accuracy(src[keep], trg, [gold[i] for i in keep])}
-    candidates = metrics.bucc_candidates(src, trg, k=4)  # metric "f1": bitext mining
+        src = _embed(model, corpus["sources"], tok, cfg, device, layer_fraction)
+        trg = _embed(model, corpus["targets"], tok, cfg, device, layer_fraction)
+        return {"accuracy": retrieval.tatoeba_accuracy(src, trg, corpus["gold"], device)}
+    sources, source_ids = retrieval.unique(corpus["sources"])  # metric "f1": bitext mining
+    targets, target_ids = retrieval.unique(corpus["targets"])
+    src = _embed(model, sources, tok, cfg, device, layer_fraction)
+    trg = _embed(model, targets, tok, cfg, device, layer_fraction)
+    candidates = retrieval.bucc_mine(src, trg, source_ids, target_ids, k=4, device=device)
+    origin = corpus.get("origin", "test corpora")
     if threshold is None:
-        threshold = metrics.bucc_threshold(candidates, corpus["gold"])
-    return {"f1": metrics.bucc_f1(candidates, corpus["gold"], threshold), "threshold": threshold}
+        threshold = retrieval.bucc_threshold(candidates, corpus["gold"])
+    return {"f1": retrieval.bucc_f1(candidates, corpus["gold"], threshold), "threshold": threshold,
+            "threshold_from": origin}

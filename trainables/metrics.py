@@ -38,8 +38,8 @@ def squad_normalize(text: str) -> str:
 
 
 def _f1(pred_tokens: list[str], gold_tokens: list[str]) -> float:
-    if not pred_tokens or not gold_tokens:  # SQuAD v2 rule for empty (no-answer) strings
-        return float(pred_tokens == gold_tokens)
+    """SQuAD v1.1's `f1_score` (xtreme third_party/evaluate_squad.py and evaluate_mlqa.py): 0 when nothing
+    overlaps, also when both sides normalise to empty."""
     common = Counter(pred_tokens) & Counter(gold_tokens)
     same = sum(common.values())
     if same == 0:
@@ -48,20 +48,30 @@ def _f1(pred_tokens: list[str], gold_tokens: list[str]) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def _em_f1(predictions: Mapping[str, str], references: Mapping[str, Sequence[str]], normalize) -> tuple[float, float]:
-    em = f1 = 0.0
+def _f1_v2(pred_tokens: list[str], gold_tokens: list[str]) -> float:
+    """SQuAD v2.0's rule: an empty answer is right exactly when the gold is empty (unanswerable questions)."""
+    if not pred_tokens or not gold_tokens:
+        return float(pred_tokens == gold_tokens)
+    return _f1(pred_tokens, gold_tokens)
+
+
+def _em_f1(predictions: Mapping[str, str], references: Mapping[str, Sequence[str]], normalize,
+           f1=_f1) -> tuple[float, float]:
+    em = total = 0.0
     for qid, golds in references.items():
-        golds = list(golds) or [""]  # unanswerable: the empty answer is right
+        golds = list(golds) or [""]  # SQuAD v2's unanswerable questions: the empty answer is the gold
         pred = normalize(predictions.get(qid, ""))
         em += max(float(pred == normalize(g)) for g in golds)
-        f1 += max(_f1(pred.split(), normalize(g).split()) for g in golds)
+        total += max(f1(pred.split(), normalize(g).split()) for g in golds)
     n = max(len(references), 1)
-    return 100.0 * em / n, 100.0 * f1 / n
+    return 100.0 * em / n, 100.0 * total / n
 
 
-def squad_em_f1(predictions: Mapping[str, str], references: Mapping[str, Sequence[str]]) -> tuple[float, float]:
-    """(EM, F1) in percent; `predictions` id -> text, `references` id -> list of gold texts."""
-    return _em_f1(predictions, references, squad_normalize)
+def squad_em_f1(predictions: Mapping[str, str], references: Mapping[str, Sequence[str]],
+                version: str = "1.1") -> tuple[float, float]:
+    """(EM, F1) in percent; `predictions` id -> text, `references` id -> list of gold texts. XTREME scores
+    XQuAD and TyDiQA with the v1.1 script; the v2.0 rule for empty answers belongs to SQuAD v2 only."""
+    return _em_f1(predictions, references, squad_normalize, _f1_v2 if version == "2.0" else _f1)
 
 
 # ---------------------------------------------------------------- MLQA (language-aware normalisation)
@@ -101,78 +111,42 @@ def mlqa_em_f1(predictions: Mapping[str, str], references: Mapping[str, Sequence
 # ---------------------------------------------------------------- tagging
 
 
+def _chunks(sequences: Sequence[Sequence[str]]) -> set[tuple[str, int, int]]:
+    """seqeval 0.0.12's `get_entities` (default, prefix mode), line for line: the sentences are joined with an
+    "O" between them; a tag's first character is its chunk tag (B I E S O), the part after the last "-" its
+    type. Without a BIO prefix (POS tags), a run of equal tags is one chunk, and tags starting with "S"
+    (SCONJ, SYM) are single-token chunks."""
+    seq = [tag for sentence in sequences for tag in list(sentence) + ["O"]]
+    chunks, prev_tag, prev_type, begin = set(), "O", "", 0
+    for i, label in enumerate(seq + ["O"]):
+        tag, type_ = label[0], label.split("-")[-1]
+        end = (prev_tag in ("E", "S") or (prev_tag in ("B", "I") and tag in ("B", "S", "O"))
+               or (prev_tag not in ("O", ".") and prev_type != type_))
+        start = (tag in ("B", "S") or (prev_tag in ("E", "S", "O") and tag in ("E", "I"))
+                 or (tag not in ("O", ".") and prev_type != type_))
+        if end:
+            chunks.add((prev_type, begin, i - 1))
+        if start:
+            begin = i
+        prev_tag, prev_type = tag, type_
+    return chunks
+
+
 def tag_f1(predicted_tags: Sequence[Sequence[str]], gold_tags: Sequence[Sequence[str]]) -> float:
-    """seqeval's F1 (default CoNLL mode) over tag sequences, as XTREME scores PAN-X *and* UDPOS: for POS each
-    tag is a one-token "entity", so this is not token accuracy."""
-    import warnings
-
-    from seqeval.metrics import f1_score
-
-    with warnings.catch_warnings():  # seqeval warns that POS tags are not BIO tags: expected here
-        warnings.simplefilter("ignore", UserWarning)
-        return 100.0 * float(f1_score([list(g) for g in gold_tags], [list(p) for p in predicted_tags]))
-
-
-# ---------------------------------------------------------------- retrieval
+    """Chunk F1 as XTREME's evaluate.py computes it for PAN-X *and* UDPOS: `seqeval.metrics.f1_score(labels,
+    predictions)` of seqeval 0.0.12, the version XTREME installed in 2020 and jiant pins. seqeval >= 1.0 parses
+    prefix-less tags differently (CCONJ and SCONJ both become type "CONJ"), so its POS numbers differ. For POS
+    this is not token accuracy."""
+    true, pred = _chunks(gold_tags), _chunks(predicted_tags)
+    correct = len(true & pred)
+    p = correct / len(pred) if pred else 0.0
+    r = correct / len(true) if true else 0.0
+    return 100.0 * (2 * p * r / (p + r) if p + r > 0 else 0.0)
 
 
-def _normalise_rows(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+# ---------------------------------------------------------------- retrieval (trainables.retrieval)
 
-
-def tatoeba_accuracy(source_emb: np.ndarray, target_emb: np.ndarray, gold: Sequence[int] | None = None) -> float:
-    """Top-1 cosine nearest neighbour of each source among the targets; gold[i] = right target (default i)."""
-    sims = _normalise_rows(source_emb) @ _normalise_rows(target_emb).T
-    gold = np.arange(len(sims)) if gold is None else np.asarray(gold)
-    return 100.0 * float(np.mean(sims.argmax(axis=1) == gold))
-
-
-def bucc_candidates(source_emb: np.ndarray, target_emb: np.ndarray, k: int = 4) -> list[tuple[float, int, int]]:
-    """Margin-based mining (Artetxe & Schwenk): ratio margin, k neighbours, "max" retrieval.
-
-    score(x, y) = cos(x, y) / ((mean_k cos(x, NN_k(x)) + mean_k cos(y, NN_k(y))) / 2); forward and backward
-    best candidates merged, best first, each sentence used at most once.
-    """
-    x, y = _normalise_rows(source_emb), _normalise_rows(target_emb)
-    sims = x @ y.T
-    kx, ky = min(k, sims.shape[1]), min(k, sims.shape[0])
-    mean_x = np.sort(sims, axis=1)[:, -kx:].mean(axis=1)
-    mean_y = np.sort(sims, axis=0)[-ky:, :].mean(axis=0)
-    margin = sims / ((mean_x[:, None] + mean_y[None, :]) / 2)
-    fwd = [(margin[i, j], i, j) for i, j in enumerate(margin.argmax(axis=1))]
-    bwd = [(margin[i, j], i, j) for j, i in enumerate(margin.argmax(axis=0))]
-    used_x, used_y, out = set(), set(), []
-    for score, i, j in sorted(set(fwd + bwd), key=lambda t: -t[0]):
-        if i not in used_x and j not in used_y:
-            used_x.add(i), used_y.add(j)
-            out.append((float(score), int(i), int(j)))
-    return out
-
-
-def bucc_threshold(candidates: Sequence[tuple[float, int, int]], gold: Sequence[Sequence[int]]) -> float:
-    """The score threshold that maximises F1 on these gold pairs (midpoint between adjacent scores)."""
-    gold_set = {tuple(g) for g in gold}
-    best_f1, best_t, tp = -1.0, float("inf"), 0
-    ranked = sorted(candidates, key=lambda t: -t[0])
-    for n, (score, i, j) in enumerate(ranked, start=1):
-        tp += (i, j) in gold_set
-        f1 = 2 * tp / (n + len(gold_set)) if gold_set else 0.0
-        if f1 > best_f1:
-            nxt = ranked[n][0] if n < len(ranked) else score - 1.0
-            best_f1, best_t = f1, (score + nxt) / 2
-    return best_t
-
-
-def bucc_f1(candidates: Sequence[tuple[float, int, int]], gold: Sequence[Sequence[int]], threshold: float) -> float:
-    """F1 (percent) of the candidates scoring >= threshold against the gold pairs."""
-    predicted = {(i, j) for score, i, j in candidates if score >= threshold}
-    gold_set = {tuple(g) for g in gold}
-    tp = len(predicted & gold_set)
-    if tp == 0:
-        return 0.0
-    precision, recall = tp / len(predicted), tp / len(gold_set)
-    return 100.0 * 2 * precision * recall / (precision + recall)
+from trainables.retrieval import bucc_candidates, bucc_f1, bucc_threshold, tatoeba_accuracy  # noqa: E402,F401
 
 
 # ---------------------------------------------------------------- the XTREME score

@@ -58,6 +58,11 @@ def seed_metric(seed: int, key: str) -> str:
     return f"seed/{seed}/{key}"
 
 
+def note_tag(target: str, key: str) -> str:
+    """A run tag carrying a target's note (e.g. `note/bucc2018/threshold_from`)."""
+    return f"note/{target}/{key}"
+
+
 def weight_param(task: str) -> str:
     return f"{WEIGHT}{task}"
 

@@ -101,8 +101,9 @@ def _train(cfg, base, tok, examples, mixture, probs, device, data_dir, log, out:
             return mlm_model(**b).loss
         return KINDS[TASKS[name].kind].loss(model(name, b["input_ids"], b["attention_mask"]), b)
 
-    log(f"phase 2: {ic.steps} steps on {', '.join(f'{t} {p:.2f}' for t, p in probs.items())}")
-    stats = fit(model, step_loss, ic.steps, ic.lr, device, ic.grad_accum, progress=cfg.progress, desc="phase 2")
+    steps = ic.total_steps({t: len(examples[t][: ic.max_train_examples]) for t in probs})
+    log(f"phase 2: {steps} steps on {', '.join(f'{t} {p:.2f}' for t, p in probs.items())}")
+    stats = fit(model, step_loss, steps, ic.lr, device, ic.grad_accum, progress=cfg.progress, desc="phase 2")
     model.encoder.save_pretrained(str(out))
     tok.save_pretrained(str(out))
     return {**stats, "batches": counts, "examples": sizes, "probabilities": probs}

@@ -42,18 +42,23 @@ Mapper = Callable[[Callable, list[tuple]], Iterable]  # (fn, argument tuples) ->
 
 @dataclass(frozen=True)
 class TargetResult:
-    """One target's scores: split -> language -> metric -> value."""
+    """One target's scores (split -> language -> metric -> value) and notes (e.g. BUCC's threshold_from)."""
 
     name: str
     splits: dict[str, dict[str, dict[str, float]]]
+    notes: dict
     cached: bool
     seconds: float
 
 
+HOLDOUT_EVERY = 10  # "holdout" selection: every 10th English training example is held out (at most 500 used)
+SELECTION_SIZE = 500  # jiant validates on a 500-example subset of the English dev set
+
+
 def load_all(cfg: PipelineConfig, data_dir: Path | None) -> dict:
     """Every example the run needs, loaded (and checked) up front."""
-    mixture = {t: w for t, w in cfg.intermediate.mixture.items() if w > 0}
-    out = {"intermediate": {t: D.load_split(t, "train", data_dir).get("en", []) for t in mixture}, "targets": {}}
+    examples, dropped = D.load_mixture(cfg.intermediate.mixture, data_dir)
+    out = {"intermediate": examples, "deduplicated": dropped, "targets": {}}
     for name in cfg.targets:
         task = TASKS[name]
         entry = {split: D.load_split(task, split, data_dir) for split in ("validation", "test")}
@@ -63,8 +68,25 @@ def load_all(cfg: PipelineConfig, data_dir: Path | None) -> dict:
                 raise XstiltsError(f"target {name} has no English training data in {data_dir} "
                                    f"(it trains on {task.train_on}); prepare it or drop it from targets")
             entry["labels"] = labels_of(task, entry["train"])
+            entry["train"], entry["selection"] = selection_split(task, entry["train"], data_dir)
         out["targets"][name] = entry
     return out
+
+
+def selection_split(task: Task, train: list[dict], data_dir: Path | None) -> tuple[list[dict], list[dict]]:
+    """(training examples, model-selection examples) of a fine-tuned target, per the task table's `selection`:
+    the English dev set of the task named there, or a held-out slice of the English training set. Never a
+    split reported as test."""
+    source, kind = task.selection or (task.name, "validation")
+    if kind == "holdout":
+        held = [ex for n, ex in enumerate(train) if n % HOLDOUT_EVERY == HOLDOUT_EVERY - 1]
+        return [ex for n, ex in enumerate(train) if n % HOLDOUT_EVERY != HOLDOUT_EVERY - 1], held[:SELECTION_SIZE]
+    return train, D.load_split(source, "validation", data_dir, languages=["en"]).get("en", [])[:SELECTION_SIZE]
+
+
+def selection_inputs(task: Task, data_dir: Path | None) -> list:
+    source, kind = task.selection or (task.name, "validation")
+    return D.inputs(source, "train" if kind == "holdout" else "validation", data_dir)
 
 
 def ensure_toy_data(cfg: PipelineConfig, log=print) -> None:
@@ -92,7 +114,8 @@ def base_model(cfg: PipelineConfig, data_dir: Path | None, log=print) -> Path | 
 
 
 def finetune_target(cfg, task: Task, encoder_dir, tok, entry: dict, device, seed: int) -> MultiTaskModel:
-    """Phase 3 training: a fresh head on the English training set; the best epoch on English dev is kept."""
+    """Phase 3 training: a fresh head on the English training set; the epoch that scores best on the task's
+    English selection examples (`selection_split`) is kept."""
     t = cfg.target
     kind = KINDS[task.kind]
     set_seed(seed + sum(map(ord, task.name)))  # each target's run is reproducible on its own (and cacheable)
@@ -111,7 +134,7 @@ def finetune_target(cfg, task: Task, encoder_dir, tok, entry: dict, device, seed
         b = {k: v.to(device) for k, v in next(batches).items()}
         return kind.loss(model(task.name, b["input_ids"], b["attention_mask"]), b)
 
-    dev = entry["validation"].get("en", [])[: 500]  # model selection on English dev only (zero-shot)
+    dev = entry["selection"]  # zero-shot model selection: English examples, never a split reported as test
     best, best_state = -1.0, None
     for epoch in range(max(1, math.ceil(epochs))):
         steps = per_epoch if epoch < int(epochs) else max(1, round(per_epoch * (epochs - int(epochs))))
@@ -130,31 +153,35 @@ def evaluate_one(model, task: Task, examples, tok, cfg, device, labels, lang, **
                                      **kw)
 
 
-def evaluate_target(cfg, task: Task, model, tok, entry: dict, device) -> dict[str, dict]:
-    """split -> lang -> metric -> value. Tasks without a test split (XQuAD, TyDiQA, Tatoeba) report their only
-    labelled split as test, as XTREME does; bitext mining (BUCC) takes its test threshold from its dev split."""
+def evaluate_target(cfg, task: Task, model, tok, entry: dict, device) -> dict:
+    """{"splits": split -> lang -> metric -> value, "notes": {...}} for the splits the target has (XQuAD, TyDiQA
+    and Tatoeba: test only). Bitext mining (BUCC) tunes its threshold on validation and applies it to test;
+    `notes["threshold_from"]` says per language where each test threshold came from."""
     mining = task.kind == "retrieval" and task.metric == "f1"
-    out: dict[str, dict] = {"validation": {}, "test": {}}
-    thresholds = {}
+    splits: dict[str, dict] = {"validation": {}, "test": {}}
+    thresholds, origins, notes = {}, {}, {}
     cap = cfg.target.max_eval_examples
     for split in ("validation", "test"):
         if split not in cfg.eval_splits and not (split == "validation" and mining):
             continue
-        by_lang = entry[split] or (entry["validation"] if split == "test" else {})
-        for lang, examples in by_lang.items():
+        for lang, examples in entry[split].items():
             kw = {}
             if task.kind == "retrieval":
                 kw = {"layer_fraction": cfg.model.retrieval_layer}
                 examples = examples[0]
-                if split == "test" and mining and entry["test"]:
-                    kw["threshold"] = thresholds.get(lang)
+                if split == "test" and mining:
+                    kw["threshold"] = thresholds.get(lang)  # None (no dev): tuned on test itself, noted
             else:
                 examples = examples[:cap]
             values = evaluate_one(model, task, examples, tok, cfg, device, entry.get("labels"), lang, **kw)
-            if "threshold" in values:
-                thresholds[lang] = values.pop("threshold")
-            out[split][lang] = values
-    return {s: v for s, v in out.items() if s in cfg.eval_splits and v}
+            if mining:
+                threshold, origin = values.pop("threshold"), values.pop("threshold_from")
+                if split == "validation":
+                    thresholds[lang], origins[lang] = threshold, origin
+                else:
+                    notes.setdefault("threshold_from", {})[lang] = origins.get(lang, "test itself (no dev data)")
+            splits[split][lang] = values
+    return {"splits": {s: v for s, v in splits.items() if s in cfg.eval_splits and v}, "notes": notes}
 
 
 def phase3_entry(cfg, name: str, encoder_dir, data_dir: Path | None, device) -> Entry:
@@ -166,13 +193,14 @@ def phase3_entry(cfg, name: str, encoder_dir, data_dir: Path | None, device) -> 
                "settings": cfg.target.model_dump(), "seed": cfg.seed, "splits": cfg.eval_splits,
                "layer": cfg.model.retrieval_layer, "precision": device.type, "version": PHASE3_VERSION,
                "data": {s: D.inputs(task, s, data_dir) for s in ("train", "validation", "test")
-                        if s != "train" or KINDS[task.kind].head is not None}}
+                        if s != "train" or KINDS[task.kind].head is not None},
+               "selection": selection_inputs(task, data_dir) if KINDS[task.kind].head is not None else None}
     return Cache(cfg.cache_dir).entry("phase3", payload)
 
 
 def phase3_job(cfg, name: str, encoder_dir, tok, entry: dict, cache_entry: Entry) -> tuple[dict, bool]:
     """Phase 3 for one fine-tuned target through its cache entry; self-contained, so it can run in another
-    process (the search fans targets out over a placement group). Returns (results, cache hit)."""
+    process (the search fans targets out over a placement group). Returns ({"splits", "notes"}, cache hit)."""
     def build(_tmp):
         device = pick_device(cfg.device)
         model = finetune_target(cfg, TASKS[name], encoder_dir, tok, entry, device, cfg.seed)
@@ -198,6 +226,7 @@ class Pipeline:
         self.device = pick_device(cfg.device)
         self.data_dir = Path(cfg.data_dir).resolve() if cfg.data_dir else None
         self.per_target: dict[str, dict] = {}
+        self.notes: dict[str, dict] = {}
         self.timing: dict[str, float] = {}
         self.phase2: dict = {}
         self.probabilities: dict[str, float] = {}
@@ -259,14 +288,14 @@ class Pipeline:
                     lambda _tmp: evaluate_target(cfg, task, retrieval_model, self.tok, data[name], self.device))
             else:
                 results, hit = next(launched)
-            self.per_target[name] = results
+            self.per_target[name], self.notes[name] = results["splits"], results["notes"]
             self.cache_hits += hit
             seconds, t0 = time.time() - t0, time.time()
             self.timing[f"target/{name}_s"] = seconds
-            yield TargetResult(name, results, hit, seconds)
+            yield TargetResult(name, results["splits"], results["notes"], hit, seconds)
 
     def summary(self, split: str) -> dict:
-        return summarise(self.per_target, split)
+        return summarise(self.per_target, split, self.notes)
 
     def results(self) -> dict:
         """The results JSON (DESIGN.md) of the targets computed so far."""
@@ -278,13 +307,17 @@ class Pipeline:
                 "phase3_cache_hits": self.cache_hits}
 
 
-def summarise(per_target: dict[str, dict], split: str) -> dict:
-    """{"targets": {t: {"languages", "score"}}, "average", "xtreme", "categories"} of one split."""
+def summarise(per_target: dict[str, dict], split: str, notes: dict | None = None) -> dict:
+    """{"targets": {t: {"languages", "score", "notes"?}}, "average", "xtreme", "categories", "n_targets"} of one
+    split (targets without that split are absent: XQuAD, TyDiQA and Tatoeba have no validation split)."""
     results = {t: v[split] for t, v in per_target.items() if split in v}
     scored = xtreme_score(results)
-    return {"targets": {t: {"languages": langs, "score": task_score(t, langs)} for t, langs in results.items()},
-            "average": scored["average"], "xtreme": scored["xtreme"], "categories": scored["categories"],
-            "n_targets": len(results)}
+    targets = {t: {"languages": langs, "score": task_score(t, langs)} for t, langs in results.items()}
+    for t in targets:
+        if split == "test" and (notes or {}).get(t):
+            targets[t]["notes"] = notes[t]
+    return {"targets": targets, "average": scored["average"], "xtreme": scored["xtreme"],
+            "categories": scored["categories"], "n_targets": len(results)}
 
 
 def run_pipeline(cfg: PipelineConfig, tracker: Tracker | None = None, log=print) -> dict:

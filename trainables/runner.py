@@ -29,7 +29,10 @@ def format_table(results: dict, languages: bool = False) -> str:
         rows.append(line)
     val = results["validation"]
     rows.append(f"{score_label(results)}: {results['average']:.2f}   "
-                f"(validation, {score_label(val)}: {val['average']:.2f})")
+                + (f"(validation, {score_label(val)}: {val['average']:.2f})" if val["average"] is not None else ""))
+    for name, entry in results["targets"].items():
+        for key, per_lang in entry.get("notes", {}).items():
+            rows.append(f"note: {name} {key}: " + ", ".join(f"{l} {v}" for l, v in per_lang.items()))
     return "\n".join(rows)
 
 

@@ -276,15 +276,26 @@ def retrieval_files(w: World, rng: random.Random) -> dict[str, list[dict]]:
         files[f"google/xtreme/bucc18.{lang}/validation"] = [
             {"source_sentence": s, "target_sentence": t, "source_lang": f"{lang}-{i:09d}", "target_lang": f"en-{i:09d}"}
             for i, (s, t) in enumerate(_translation(w, rng, lang) for _ in range(ev // 2))]
-        gold = [_translation(w, rng, lang) for _ in range(ev)]
-        src = [s for s, _ in gold] + [_translation(w, rng, lang)[0] for _ in range(ev)]  # + distractors
-        trg = [t for _, t in gold] + [_translation(w, rng, lang)[1] for _ in range(ev)]
-        src_order, trg_order = rng.sample(range(len(src)), len(src)), rng.sample(range(len(trg)), len(trg))
-        src_pos, trg_pos = {k: i for i, k in enumerate(src_order)}, {k: i for i, k in enumerate(trg_order)}
-        files[f"mteb/BUCC/{lang}-en/test"] = [{
-            "sentence1": [src[k] for k in src_order], "sentence2": [trg[k] for k in trg_order],
-            "gold": [[src_pos[k] + 1, trg_pos[k] + 1] for k in range(len(gold))]}]  # 1-based, as mteb/BUCC
+        src, trg, gold = _comparable(w, rng, lang, ev)
+        files[f"mteb/BUCC/{lang}-en/test"] = [{"sentence1": src, "sentence2": trg,
+                                               "gold": [[i + 1, j + 1] for i, j in gold]}]  # 1-based, as mteb/BUCC
+        src, trg, gold = _comparable(w, rng, lang, ev // 2)  # the dev ("sample") corpora, BUCC's release layout
+        ids1, ids2 = [f"{lang}-{i + 1:09d}" for i in range(len(src))], [f"en-{j + 1:09d}" for j in range(len(trg))]
+        folder = f"bucc2018/{lang}-en/{lang}-en.sample"
+        files[f"{folder}.{lang}"] = [f"{i}\t{s}" for i, s in zip(ids1, src)]
+        files[f"{folder}.en"] = [f"{j}\t{t}" for j, t in zip(ids2, trg)]
+        files[f"{folder}.gold"] = [f"{ids1[i]}\t{ids2[j]}" for i, j in gold]
     return files
+
+
+def _comparable(w: World, rng: random.Random, lang: str, n: int) -> tuple[list[str], list[str], list[list[int]]]:
+    """Two shuffled corpora: n translation pairs hidden among n distractor sentences on each side."""
+    gold = [_translation(w, rng, lang) for _ in range(n)]
+    src = [s for s, _ in gold] + [_translation(w, rng, lang)[0] for _ in range(n)]
+    trg = [t for _, t in gold] + [_translation(w, rng, lang)[1] for _ in range(n)]
+    src_order, trg_order = rng.sample(range(len(src)), len(src)), rng.sample(range(len(trg)), len(trg))
+    src_pos, trg_pos = {k: i for i, k in enumerate(src_order)}, {k: i for i, k in enumerate(trg_order)}
+    return [src[k] for k in src_order], [trg[k] for k in trg_order], [[src_pos[k], trg_pos[k]] for k in range(n)]
 
 
 def mlm_corpus(w: World, seed: int, n: int = 20000, switch: float = 0.5) -> list[str]:
@@ -357,6 +368,11 @@ def write_toy(out: Path | str, seed: int = 0) -> Path:
     w = World(seed)
     files = {**intermediate_files(w, seed), **target_files(w, seed)}
     for key, rows in sorted(files.items()):
+        if key.startswith("bucc2018/"):  # raw release files: one line each
+            path = out / key
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("".join(line + "\n" for line in rows), encoding="utf-8")
+            continue
         path = out / f"{key}.{'jsonl' if key.startswith('ccgbank/') else 'parquet'}"
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.suffix == ".jsonl":
