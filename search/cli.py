@@ -10,6 +10,7 @@
   xstilts best [CONFIG | SEARCH_DIR]                   the best trial of a finished or running search
   xstilts report [CONFIG | SEARCH_DIR] [--split test] [--json FILE]   paper-style table, plots, cost
   xstilts scaling CONFIG [key=value ...]               gain over each model's own baseline vs model size
+  xstilts plan CONFIG [key=value ...] --gpus N --gpu-memory-gb G [--json FILE]   memory per GPU; does it fit
   xstilts ui [--port N]                                the MLflow UI on 127.0.0.1 for the local store
 
 Errors a user can fix print one line (`error: ...`) and exit with status 2.
@@ -43,9 +44,12 @@ def tasks(as_json: bool = typer.Option(False, "--json", help="Emit the table as 
     if as_json:
         print(json.dumps([t.to_json() for t in TASKS.values()], indent=1))
         return
-    table = Table("name", "role", "kind", "train on", "metric", "languages", "source")
+    table = Table("name", "role", "kind", "train on", "select on", "metric", "languages", "source")
     for t in TASKS.values():
-        table.add_row(t.name, t.role, t.kind, t.train_on or "-", t.metric,
+        select = f"{t.selection[0]} {'dev' if t.selection[1] == 'validation' else t.selection[1]}" if t.selection else "-"
+        if t.role == "target" and not t.has_validation:
+            select += " (test only: not in the objective)"
+        table.add_row(t.name, t.role, t.kind, t.train_on or "-", select, t.metric,
                       f"{len(t.languages)}: {' '.join(t.languages[:8])}{' …' if len(t.languages) > 8 else ''}",
                       ", ".join(f"{s.hub_id}/{s.config}" for s in t.sources))
     console.print(table)
@@ -183,6 +187,32 @@ def scaling(args: List[str] = typer.Argument(..., metavar="CONFIG [KEY=VALUE]...
     from search.scaling import load_scaling_config, run_scaling
 
     run_scaling(load_scaling_config(args[0], args[1:]), address, console)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
+def plan(config: Path = typer.Argument(..., help="A pipeline preset, e.g. configs/pipeline/xlmr_large_mnli.yaml"),
+         overrides: Optional[List[str]] = typer.Argument(None, metavar="[KEY=VALUE]..."),
+         gpus: int = typer.Option(1, "--gpus", min=1, help="GPUs available to one trial."),
+         gpu_memory_gb: float = typer.Option(80.0, "--gpu-memory-gb", help="Memory of one GPU."),
+         json_file: Optional[Path] = typer.Option(None, "--json", help="Write the plan JSON here.")) -> None:
+    """Per-GPU memory of a pipeline (weights, grads, optimizer, activations), whether it fits, what to change."""
+    from trainables.config import load_config
+    from trainables.plan import plan as make_plan
+
+    result = make_plan(load_config(config, list(overrides or [])), gpus, gpu_memory_gb)
+    table = Table("component", "GB per GPU", title=f"{result['model']['name']} ({result['model']['params'] / 1e6:,.0f}M "
+                  f"parameters), {result['binding_phase']}: {'fits' if result['fits'] else 'does NOT fit'} "
+                  f"{gpus} x {gpu_memory_gb:g} GB")
+    for key, value in result["breakdown"].items():
+        table.add_row(key, f"{value:.2f}")
+    table.add_row("total", f"{result['per_gpu_gb']:.2f}")
+    console.print(table)
+    if result["suggestion"]:
+        sug = result["suggestion"]
+        console.print(f"suggestion: {' '.join(sug['overrides'])} (needs {sug['gpus_needed']} GPUs, "
+                      f"{sug['per_gpu_gb']:.1f} GB each)" if sug.get("overrides") else f"suggestion: {sug['reason']}")
+    if json_file:
+        json_file.write_text(json.dumps(result, indent=1))
 
 
 @app.command()

@@ -21,8 +21,8 @@ from search.config import SearchConfig
 from search.space import TrialSpec
 from search.summary import build_summary, mixture_label, summary_table
 from search.trainable import METRIC
-from search.tuner import (base_config, build_tuner, check_tracking, close_zombies, init_ray, parent_run,
-                          search_dir, trial_context)
+from search.tuner import (base_config, build_tuner, check_objective, check_tracking, close_zombies, init_ray,
+                          parent_run, search_dir, trial_context)
 from trainables.tracking import TrackingStore, default_uri
 
 
@@ -104,6 +104,7 @@ def run_search(cfg: SearchConfig, resume: bool = False, address: str | None = No
     started = time.time()
     root = search_dir(cfg)
     base = base_config(cfg)
+    check_objective(base)
     from trainables.pipeline import base_model, ensure_toy_data
 
     ensure_toy_data(base, console.print)

@@ -29,6 +29,7 @@ from search.space import TrialSpec, define_space
 from search.trainable import METRIC, TrialContext, run_trial
 from trainables.config import PipelineConfig, load_config, update
 from trainables.errors import XstiltsError
+from trainables.tasks import TARGETS, TASKS
 from trainables.tracking import MlflowTracker
 
 
@@ -110,6 +111,13 @@ def base_config(cfg: SearchConfig) -> PipelineConfig:
     return update(pcfg, {"data_dir": str(Path(pcfg.data_dir).resolve()) if pcfg.data_dir else None,
                          "cache_dir": str(Path(pcfg.cache_dir).resolve()), "progress": False,
                          "tracking": {"enabled": False}})  # the trainable owns the trial's run
+
+
+def check_objective(base: PipelineConfig) -> None:
+    """The objective is the validation average: at least one target must have a validation split."""
+    if not any(TASKS[t].has_validation for t in base.targets):
+        raise XstiltsError(f"targets {base.targets} have no validation split, so the search has no objective; add "
+                           f"one of {', '.join(t for t in TARGETS if TASKS[t].has_validation)}")
 
 
 def trial_context(cfg: SearchConfig, base: PipelineConfig, uri: str | None, parent: str | None) -> TrialContext:

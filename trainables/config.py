@@ -98,6 +98,23 @@ class TargetConfig(Strict):
     max_eval_examples: int | None = Field(None, gt=0)  # per language; None = all
 
 
+class DistributedConfig(Strict):
+    """Training on several workers of one trial (Ray Train, launched by `xstilts run` or a search trial).
+    The global batch stays `batch_size x grad_accum`: each worker runs batch_size / workers rows of it."""
+
+    workers: int = Field(1, ge=1)
+    strategy: Literal["none", "ddp", "fsdp"] = "none"  # ddp: replicas (speed); fsdp: FSDP2 shards (size)
+    mixed_precision: Literal["bf16", "fp32"] = "bf16"  # bf16 compute on GPUs (CPUs compute in fp32)
+    activation_checkpointing: bool = False  # recompute each layer in the backward pass (less memory)
+    checkpoint_every: int = Field(200, gt=0)  # optimiser steps between sharded checkpoints (retries resume there)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "DistributedConfig":
+        if self.workers > 1 and self.strategy == "none":
+            raise ValueError(f"workers={self.workers} needs strategy ddp or fsdp")
+        return self
+
+
 class TrackingConfig(Strict):
     enabled: bool = True
     uri: str | None = None  # default: MLFLOW_TRACKING_URI, else sqlite:///<repo>/mlflow/mlflow.db
@@ -116,6 +133,7 @@ class PipelineConfig(Strict):
     targets: list[str] = list(TARGETS)
     target: TargetConfig = TargetConfig()
     eval_splits: list[Literal["validation", "test"]] = ["validation", "test"]
+    distributed: DistributedConfig = DistributedConfig()
     tracking: TrackingConfig = TrackingConfig()
     progress: bool = True
 

@@ -254,8 +254,10 @@ class Pipeline:
 
     @property
     def order(self) -> list[str]:
-        """Rung order: cheap retrieval targets (no training) first, then the fine-tuned ones."""
-        return sorted(self.cfg.targets, key=lambda t: KINDS[TASKS[t].kind].head is not None)
+        """Rung order: the targets that count in the validation average first, cheap retrieval (no training)
+        before fine-tuned ones; targets with only a test split (XQuAD, TyDiQA, Tatoeba) last."""
+        return sorted(self.cfg.targets, key=lambda t: (not TASKS[t].has_validation,
+                                                       KINDS[TASKS[t].kind].head is not None))
 
     def params(self) -> dict:
         """What identifies this run in a tracker: settings, and the mixture probabilities it trains with."""
