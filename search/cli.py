@@ -97,10 +97,32 @@ def run(config: Path = typer.Argument(..., help="A pipeline preset, e.g. configs
         overrides: Optional[List[str]] = typer.Argument(None, metavar="[KEY=VALUE]..."),
         json_file: Optional[Path] = typer.Option(None, "--json", help="Write the results JSON here."),
         languages: bool = typer.Option(False, "--languages", help="Show per-language scores.")) -> None:
-    """Run one three-phase pipeline (no Ray): phase 1 -> intermediate training -> zero-shot targets."""
+    """Run one three-phase pipeline: phase 1 -> intermediate training -> zero-shot targets. No Ray, unless
+    distributed.workers > 1 (then a local Ray runs phase 2 and each target on Ray Train workers)."""
     from trainables.runner import run as run_one
 
-    run_one(str(config), list(overrides or []), str(json_file) if json_file else None, languages)
+    run_one(str(config), list(overrides or []), str(json_file) if json_file else None, languages, _local_launcher)
+
+
+def _local_launcher(cfg):
+    """Ray Train workers on a private local Ray (or RAY_ADDRESS's cluster) for `xstilts run`."""
+    import atexit
+
+    import ray
+
+    from search.distributed import launcher
+    from search.tuner import init_ray
+
+    init_ray(None)
+    atexit.register(ray.shutdown)
+    return launcher(cfg.distributed, Path(cfg.cache_dir) / "ray-train", cpu=1.0,
+                    gpu=1.0 if cfg.device != "cpu" and _has_gpu() else 0.0)
+
+
+def _has_gpu() -> bool:
+    import ray
+
+    return ray.cluster_resources().get("GPU", 0) > 0
 
 
 DEFAULT_SEARCH = "configs/search/toy.yaml"

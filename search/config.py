@@ -35,6 +35,7 @@ class Resources(Strict):
     cpu: float = Field(1.0, gt=0)
     gpu: float = Field(0.0, ge=0)  # whole or fractional GPUs per trial (0.5: two trials share a GPU)
     fan_out: int = Field(1, ge=1)  # >1: that many extra bundles (cpu, gpu each) fine-tune targets in parallel
+    gpu_memory_gb: float | None = Field(None, gt=0)  # memory of one GPU: trials that cannot fit are refused
 
 
 class Scheduler(Strict):

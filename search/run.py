@@ -21,8 +21,9 @@ from search.config import SearchConfig
 from search.space import TrialSpec
 from search.summary import build_summary, mixture_label, summary_table
 from search.trainable import METRIC
-from search.tuner import (base_config, build_tuner, check_objective, check_tracking, close_zombies, init_ray,
-                          parent_run, search_dir, trial_context)
+from search.tuner import (base_config, build_tuner, check_fits, check_objective, check_tracking, close_zombies,
+                          init_ray, parent_run, search_dir, trial_context)
+from trainables.errors import XstiltsError
 from trainables.tracking import TrackingStore, default_uri
 
 
@@ -105,6 +106,10 @@ def run_search(cfg: SearchConfig, resume: bool = False, address: str | None = No
     root = search_dir(cfg)
     base = base_config(cfg)
     check_objective(base)
+    check_fits(cfg, base)
+    if base.distributed.workers > 1 and cfg.resources.fan_out > 1:
+        raise XstiltsError("resources.fan_out and distributed.workers > 1 do not combine: a trial either fans its "
+                           "targets out or runs each on several workers; set one of them to 1")
     from trainables.pipeline import base_model, ensure_toy_data
 
     ensure_toy_data(base, console.print)
@@ -116,7 +121,12 @@ def run_search(cfg: SearchConfig, resume: bool = False, address: str | None = No
         base_model(base, Path(base.data_dir) if base.data_dir else None, console.print)
     parent = parent_run(cfg, uri, resume)
     ctx = trial_context(cfg, base, uri, parent.run_id)
-    tuner = build_tuner(cfg, ctx, resume, [LiveTable(list(cfg.candidates)), CloseRuns(uri, cfg.experiment_name)])
+    callbacks = [LiveTable(list(cfg.candidates)), CloseRuns(uri, cfg.experiment_name)]
+    if base.distributed.workers > 1:
+        from search.distributed import RemoveTrainPlacementGroups
+
+        callbacks.append(RemoveTrainPlacementGroups(Path(ctx.registry)))
+    tuner = build_tuner(cfg, ctx, resume, callbacks)
     fit_started = time.time()
     results = tuner.fit()
     zombies = close_zombies(cfg)

@@ -49,6 +49,9 @@ class TrialContext:
     cpu: float
     gpu: float
     fan_out: int
+    train_storage: str = ""  # Ray Train runs (distributed.workers > 1): their sharded checkpoints
+    registry: str = ""  # placement groups of Train runs, for RemoveTrainPlacementGroups
+    max_failures: int = 2
 
     @property
     def seeds(self) -> list[int]:
@@ -120,15 +123,27 @@ def fan_out_map(ctx: TrialContext):
     return target_map
 
 
+def train_launcher(ctx: TrialContext, trial_id: str):
+    """Ray Train workers for the trial's jobs when `distributed.workers > 1` (None: in the trial's process)."""
+    if ctx.base.distributed.workers <= 1:
+        return None
+    from search.distributed import launcher
+
+    return launcher(ctx.base.distributed, Path(ctx.train_storage), ctx.cpu, ctx.gpu, ctx.max_failures,
+                    owner=trial_id, registry=Path(ctx.registry))
+
+
 def run_trial(params: dict, ctx: TrialContext) -> None:
     """Tune function trainable."""
     state = TrialState.load(tune.get_checkpoint())
     spec = TrialSpec.from_params(params, ctx.candidates)
-    tracker = _tracker(ctx, params, tune.get_context().get_trial_id(), state)
+    trial_id = tune.get_context().get_trial_id()
+    tracker = _tracker(ctx, params, trial_id, state)
     state.mlflow_run_id = tracker.run_id
     clock = time.time()
+    launch = train_launcher(ctx, trial_id)
     try:
-        pipes = [Pipeline(spec.with_seed(s).pipeline_config(ctx.base), log=lambda *a: None).prepare()
+        pipes = [Pipeline(spec.with_seed(s).pipeline_config(ctx.base), log=lambda *a: None, launcher=launch).prepare()
                  for s in ctx.seeds]
         tracker.log_params({**{names.weight_param(t): spec.mixture.get(t, 0.0) for t in ctx.candidates},
                             **pipes[0].params(), **spec.tuned(), "seed": ctx.seed, "repeats": ctx.repeats})

@@ -123,7 +123,9 @@ def check_objective(base: PipelineConfig) -> None:
 def trial_context(cfg: SearchConfig, base: PipelineConfig, uri: str | None, parent: str | None) -> TrialContext:
     return TrialContext(name=cfg.name, base=base, candidates=tuple(cfg.candidates), tracking_uri=uri,
                         experiment=cfg.experiment_name, parent_run_id=parent, seed=base.seed, repeats=cfg.repeats,
-                        cpu=cfg.resources.cpu, gpu=cfg.resources.gpu, fan_out=cfg.resources.fan_out)
+                        cpu=cfg.resources.cpu, gpu=cfg.resources.gpu, fan_out=cfg.resources.fan_out,
+                        train_storage=str(Path(base.cache_dir) / "ray-train"),
+                        registry=str(search_dir(cfg) / "train-pgs"), max_failures=cfg.max_failures)
 
 
 def parent_run(cfg: SearchConfig, uri: str, resume: bool) -> MlflowTracker:
@@ -138,27 +140,62 @@ def parent_run(cfg: SearchConfig, uri: str, resume: bool) -> MlflowTracker:
     return tracker
 
 
-def trial_resources(cfg: SearchConfig) -> tune.PlacementGroupFactory:
-    """One bundle for the trial itself, plus `fan_out` bundles for its parallel target fine-tunes."""
+DRIVER_CPU = 0.5  # a trial whose jobs run on Ray Train workers only drives them
+
+
+def trial_resources(cfg: SearchConfig, workers: int = 1) -> tune.PlacementGroupFactory:
+    """One bundle for the trial itself, plus `fan_out` bundles for its parallel target fine-tunes. With
+    Ray Train workers (`distributed.workers > 1`) the trial is a driver with a small CPU bundle; its workers
+    request `resources.cpu`/`gpu` each when a job starts (Ray's guidance for Train inside Tune)."""
+    if workers > 1:
+        return tune.PlacementGroupFactory([{"CPU": DRIVER_CPU}])
     bundle = {"CPU": cfg.resources.cpu, **({"GPU": cfg.resources.gpu} if cfg.resources.gpu else {})}
     extra = cfg.resources.fan_out if cfg.resources.fan_out > 1 else 0
     return tune.PlacementGroupFactory([bundle] * (1 + extra), strategy="PACK")
 
 
-def check_resources(cfg: SearchConfig) -> None:
+def trial_needs(cfg: SearchConfig, workers: int) -> dict[str, float]:
+    """Everything one trial holds at once, its Train workers included."""
+    need: dict[str, float] = {}
+    for bundle in trial_resources(cfg, workers).bundles:
+        for key, value in bundle.items():
+            need[key] = need.get(key, 0) + value
+    if workers > 1:
+        need["CPU"] = need.get("CPU", 0) + workers * cfg.resources.cpu
+        need["GPU"] = need.get("GPU", 0) + workers * cfg.resources.gpu
+    return need
+
+
+def check_resources(cfg: SearchConfig, workers: int = 1) -> None:
     """Ray leaves a trial that can never be placed PENDING forever; say so up front instead."""
     have = ray.cluster_resources()
-    bundles = trial_resources(cfg).bundles
-    for key in ("CPU", "GPU"):
-        need = sum(b.get(key, 0) for b in bundles)
+    for key, need in trial_needs(cfg, workers).items():
         if need > have.get(key, 0):
             raise XstiltsError(f"one trial needs {need:g} {key} but the Ray cluster has {have.get(key, 0):g}; "
-                               f"lower resources.{key.lower()} (or resources.fan_out), or add nodes")
+                               f"lower resources.{key.lower()} (or resources.fan_out, distributed.workers), or "
+                               f"add nodes")
+
+
+def check_fits(cfg: SearchConfig, base: PipelineConfig) -> None:
+    """Refuse, before anything starts, a trial that cannot fit the GPUs it asks for (`xstilts plan`)."""
+    if not cfg.resources.gpu or not cfg.resources.gpu_memory_gb:
+        return
+    from trainables.plan import plan
+
+    gpus = max(1, base.distributed.workers)
+    result = plan(base, gpus, cfg.resources.gpu_memory_gb * min(1.0, cfg.resources.gpu))
+    if not result["fits"]:
+        sug = result["suggestion"] or {}
+        fix = " ".join(sug.get("overrides", [])) or sug.get("reason", "use more or larger GPUs")
+        raise XstiltsError(f"a {base.model.name} trial needs {result['per_gpu_gb']:.1f} GB per GPU on {gpus} GPU(s) "
+                           f"but has {cfg.resources.gpu_memory_gb * min(1.0, cfg.resources.gpu):g} GB; set {fix} "
+                           f"in the pipeline overrides (see `xstilts plan`)")
 
 
 def build_tuner(cfg: SearchConfig, ctx: TrialContext, resume: bool, callbacks: list) -> tune.Tuner:
-    check_resources(cfg)
-    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), trial_resources(cfg))
+    workers = ctx.base.distributed.workers
+    check_resources(cfg, workers)
+    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), trial_resources(cfg, workers))
     exp_dir = search_dir(cfg) / "ray"
     if resume and tune.Tuner.can_restore(str(exp_dir)):
         return tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_errored=True)

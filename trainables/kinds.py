@@ -28,7 +28,7 @@ from trainables.tasks import Task
 @dataclass(frozen=True)
 class Kind:
     featurize: Callable  # (examples, tokenizer, max_length, labels=..., doc_stride=...) -> features
-    head: Callable | None  # (hidden, n_labels) -> nn.Module; None: nothing is trained (retrieval)
+    head: Callable | None  # (hidden, n_labels, dropout) -> nn.Module; None: nothing is trained (retrieval)
     loss: Callable | None  # (logits, batch) -> loss
     evaluate: Callable | None  # (model, task, examples, tok, target_cfg, device, labels=, lang=, ...) -> {metric: v}
     labels: Callable[[Task, Sequence[dict]], tuple[str, ...] | None] = lambda task, train: task.labels
@@ -36,14 +36,14 @@ class Kind:
 
 
 KINDS: dict[str, Kind] = {
-    "classification": Kind(F.featurize_classification, lambda h, n: ClassificationHead(h, n), T.label_loss,
+    "classification": Kind(F.featurize_classification, lambda h, n, d: ClassificationHead(h, n, d), T.label_loss,
                            E.evaluate_classification),
-    "pair_classification": Kind(F.featurize_classification, lambda h, n: ClassificationHead(h, n), T.label_loss,
+    "pair_classification": Kind(F.featurize_classification, lambda h, n, d: ClassificationHead(h, n, d), T.label_loss,
                                 E.evaluate_classification),
-    "multiple_choice": Kind(F.featurize_multiple_choice, lambda h, n: ClassificationHead(h, 1), T.label_loss,
+    "multiple_choice": Kind(F.featurize_multiple_choice, lambda h, n, d: ClassificationHead(h, 1, d), T.label_loss,
                             None),  # intermediate tasks only: never evaluated zero-shot
-    "span_qa": Kind(F.featurize_span_qa, lambda h, n: TokenHead(h, 2), T.span_loss, E.evaluate_span_qa, qa=True),
-    "tagging": Kind(F.featurize_tagging, lambda h, n: TokenHead(h, n), T.token_loss, E.evaluate_tagging,
+    "span_qa": Kind(F.featurize_span_qa, lambda h, n, d: TokenHead(h, 2, d), T.span_loss, E.evaluate_span_qa, qa=True),
+    "tagging": Kind(F.featurize_tagging, lambda h, n, d: TokenHead(h, n, d), T.token_loss, E.evaluate_tagging,
                     labels=D.tag_labels),
     "retrieval": Kind(F.featurize_sentences, None, None, E.evaluate_retrieval),
 }

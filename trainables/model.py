@@ -22,9 +22,9 @@ from trainables.errors import XstiltsError
 class ClassificationHead(nn.Module):
     """<s> token -> dense -> tanh -> linear (RoBERTa's classification head)."""
 
-    def __init__(self, hidden: int, n_labels: int):
+    def __init__(self, hidden: int, n_labels: int, dropout: float = 0.1):
         super().__init__()
-        self.dense, self.out, self.drop = nn.Linear(hidden, hidden), nn.Linear(hidden, n_labels), nn.Dropout(0.1)
+        self.dense, self.out, self.drop = nn.Linear(hidden, hidden), nn.Linear(hidden, n_labels), nn.Dropout(dropout)
 
     def forward(self, states: torch.Tensor) -> torch.Tensor:
         return self.out(self.drop(torch.tanh(self.dense(self.drop(states[:, 0])))))
@@ -33,9 +33,9 @@ class ClassificationHead(nn.Module):
 class TokenHead(nn.Module):
     """A linear layer per token: tagging (n_labels) or span QA (2: start, end)."""
 
-    def __init__(self, hidden: int, n_out: int):
+    def __init__(self, hidden: int, n_out: int, dropout: float = 0.1):
         super().__init__()
-        self.out, self.drop = nn.Linear(hidden, n_out), nn.Dropout(0.1)
+        self.out, self.drop = nn.Linear(hidden, n_out), nn.Dropout(dropout)
 
     def forward(self, states: torch.Tensor) -> torch.Tensor:
         return self.out(self.drop(states))
@@ -54,10 +54,16 @@ class MultiTaskModel(nn.Module):
     def add_head(self, name: str, kind: str, n_labels: int = 0) -> None:
         from trainables.kinds import KINDS  # the per-kind table builds the head
 
-        self.heads[name] = KINDS[kind].head(self.hidden, n_labels)
+        dropout = getattr(self.encoder.config, "hidden_dropout_prob", 0.1)  # the encoder's (RoBERTa's heads do so)
+        self.heads[name] = KINDS[kind].head(self.hidden, n_labels, dropout)
 
-    def forward(self, name: str, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Logits of head `name`; multiple-choice inputs are [batch, choices, len] -> [batch, choices]."""
+    def forward(self, name: str | None, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                layer_fraction: float | None = None) -> torch.Tensor:
+        """Logits of head `name`; multiple-choice inputs are [batch, choices, len] -> [batch, choices].
+        `name=None`: sentence embeddings instead (see `embed`); one entry point, so that wrapped models (DDP,
+        FSDP2) run their hooks for both."""
+        if name is None:
+            return self._embed(input_ids, attention_mask, layer_fraction)
         choices = input_ids.dim() == 3
         if choices:
             b, c, n = input_ids.shape
@@ -68,6 +74,9 @@ class MultiTaskModel(nn.Module):
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, layer_fraction: float) -> torch.Tensor:
         """Mean over non-pad tokens (including <s> and </s>) of hidden layer round(fraction * depth)."""
+        return self(None, input_ids, attention_mask, layer_fraction)
+
+    def _embed(self, input_ids, attention_mask, layer_fraction: float) -> torch.Tensor:
         out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
         layer = max(1, round(layer_fraction * self.encoder.config.num_hidden_layers))
         states = out.hidden_states[layer]  # index 0 is the embedding layer

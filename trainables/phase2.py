@@ -20,11 +20,12 @@ import torch
 
 from trainables import data as D
 from trainables.cache import Cache, entry_id, file_digest
+from trainables.distributed import full_state, rows, unwrap, worker, wrap
 from trainables.kinds import KINDS, featurize, labels_of
 from trainables.mixture import Mixture
 from trainables.model import MultiTaskModel, load_encoder
 from trainables.tasks import TASKS
-from trainables.train import epoch_batches, fit, mlm_batches, set_seed
+from trainables.train import Hooks, epoch_batches, fit, mlm_batches, set_seed, token_loss
 
 PHASE2_VERSION = "2"  # bump when the phase-2 code changes what it produces
 
@@ -50,27 +51,49 @@ def phase2_payload(cfg, base, probs: dict, data_dir: Path | None, device: torch.
             "precision": device.type, "version": PHASE2_VERSION}
 
 
-def train_intermediate(cfg, base, tok, examples: dict[str, list], mixture: Mixture, device, data_dir, log):
-    """Returns (encoder folder for phase 3, phase-2 summary). The empty mixture returns the base model."""
+def train_intermediate(cfg, base, tok, examples: dict[str, list], mixture: Mixture, device, data_dir, log,
+                       launcher=None):
+    """Returns (encoder folder for phase 3, phase-2 summary). The empty mixture returns the base model. With
+    `distributed.workers > 1` the training runs as a job of `launcher` (Ray Train workers)."""
     if mixture.is_empty():
         return base, {"skipped": True, "cache_hit": False}
     probs = mixture.probabilities({t: len(x) for t, x in examples.items()})
-    entry = Cache(cfg.cache_dir).entry("phase2", phase2_payload(cfg, base, probs, data_dir, device))
-    path, summary, hit = entry.get_or_build(
-        lambda tmp: _train(cfg, base, tok, examples, mixture, probs, device, data_dir, log, tmp))
+    payload = phase2_payload(cfg, base, probs, data_dir, device)
+    payload["distributed"] = cfg.distributed.model_dump(include={"workers", "strategy", "mixed_precision"})
+    entry = Cache(cfg.cache_dir).entry("phase2", payload)
+
+    def build(tmp: Path) -> dict:
+        if cfg.distributed.workers > 1:
+            return require(launcher)({"kind": "phase2", "cfg": cfg.model_dump(), "base": str(base),
+                                      "data_dir": str(data_dir) if data_dir else None, "out": str(tmp),
+                                      "key": f"phase2-{entry.key}"})
+        return train_phase2(cfg, base, tok, examples, mixture, probs, device, data_dir, log, tmp)
+
+    path, summary, hit = entry.get_or_build(build)
     log(f"phase 2: cache hit {path.name}" if hit else f"phase 2: wrote {path.name}")
     return path, {**summary, "cache_hit": hit, "dir": str(path)}
 
 
-def _train(cfg, base, tok, examples, mixture, probs, device, data_dir, log, out: Path) -> dict:
+def require(launcher):
+    if launcher is None:
+        from trainables.errors import XstiltsError
+
+        raise XstiltsError("distributed.workers > 1 runs on Ray Train workers: use `xstilts run` or a search "
+                           "(not `python -m trainables`), or set distributed.workers=1")
+    return launcher
+
+
+def train_phase2(cfg, base, tok, examples, mixture, probs, device, data_dir, log, out: Path,
+                 hooks: Hooks | None = None) -> dict:
+    """Multi-task training on this worker (one of several under a launcher); rank 0 writes the encoder."""
     ic = cfg.intermediate
     set_seed(cfg.seed)  # phase 2 depends on its inputs only, not on what ran before it (a cached phase 1...)
-    mlm_model = None
-    if ic.mlm.weight > 0:
+    if ic.mlm.weight > 0:  # continued MLM: the pretrained LM head becomes one more head
         from transformers import AutoModelForMaskedLM
 
         mlm_model = AutoModelForMaskedLM.from_pretrained(str(base))
         model = MultiTaskModel(mlm_model.base_model)
+        model.heads["mlm"] = mlm_model.lm_head
     else:
         model = MultiTaskModel(load_encoder(base, cfg.model.revision))
     streams, sizes = {}, {}
@@ -84,26 +107,33 @@ def _train(cfg, base, tok, examples, mixture, probs, device, data_dir, log, out:
         feats = featurize(task.kind, exs[: ic.max_train_examples], tok, ic.max_length, labels=labels or ())
         sizes[name] = len(feats)
         streams[name] = epoch_batches(feats, ic.batch_size, tok.pad_token_id, cfg.seed)
-    model.to(device)
-    if mlm_model is not None:
-        mlm_model.to(device)
+    if ic.mlm.weight > 0:
         lines = mlm_corpus(cfg, data_dir).read_text(encoding="utf-8").splitlines()
         streams["mlm"] = mlm_batches(tok, lines, ic.batch_size, cfg.seed)
+    model = wrap(model, cfg.distributed, device)
     order = mixture.stream(cfg.seed, {t: len(x) for t, x in examples.items()})
     mlm_rng = torch.Generator().manual_seed(cfg.seed)
     counts = {name: 0 for name in streams}
 
-    def step_loss():
-        name = "mlm" if mlm_model is not None and torch.rand(1, generator=mlm_rng).item() < ic.mlm.weight else next(order)
+    def draw():
+        name = "mlm" if ic.mlm.weight > 0 and torch.rand(1, generator=mlm_rng).item() < ic.mlm.weight else next(order)
         counts[name] += 1
-        b = {k: v.to(device) for k, v in next(streams[name]).items()}
-        if name == "mlm":
-            return mlm_model(**b).loss
-        return KINDS[TASKS[name].kind].loss(model(name, b["input_ids"], b["attention_mask"]), b)
+        batch = next(streams[name])
+        return name, {k: v[rows(len(v))].to(device) for k, v in batch.items()}  # this worker's rows
+
+    def loss_of(named):
+        name, b = named
+        logits = model(name, b["input_ids"], b["attention_mask"])
+        return token_loss(logits, b) if name == "mlm" else KINDS[TASKS[name].kind].loss(logits, b)
 
     steps = ic.total_steps({t: len(examples[t][: ic.max_train_examples]) for t in probs})
     log(f"phase 2: {steps} steps on {', '.join(f'{t} {p:.2f}' for t, p in probs.items())}")
-    stats = fit(model, step_loss, steps, ic.lr, device, ic.grad_accum, progress=cfg.progress, desc="phase 2")
-    model.encoder.save_pretrained(str(out))
-    tok.save_pretrained(str(out))
-    return {**stats, "batches": counts, "examples": sizes, "probabilities": probs}
+    stats = fit(model, draw, loss_of, steps, ic.lr, device, ic.grad_accum, progress=cfg.progress, desc="phase 2",
+                hooks=hooks)
+    state = full_state(model)  # every worker takes part in gathering the shards; rank 0 gets the whole
+    if worker().main:
+        encoder = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+        unwrap(model).encoder.save_pretrained(str(out), state_dict=encoder)
+        tok.save_pretrained(str(out))
+    return {**stats, "batches": counts, "examples": sizes, "probabilities": probs,
+            "distributed": cfg.distributed.model_dump(include={"workers", "strategy"})}

@@ -31,10 +31,11 @@ from trainables.kinds import KINDS, featurize, labels_of
 from trainables.metrics import primary, task_score, xtreme_score
 from trainables.mixture import Mixture
 from trainables.model import MultiTaskModel, load_encoder, load_tokenizer, toy_model
-from trainables.phase2 import encoder_id, train_intermediate
+from trainables.distributed import device_for, rows, wrap
+from trainables.phase2 import encoder_id, require, train_intermediate
 from trainables.tasks import INTERMEDIATE, TASKS, Task
 from trainables.tracking import NullTracker, Tracker, log_summary
-from trainables.train import epoch_batches, fit, pick_device, set_seed
+from trainables.train import Hooks, epoch_batches, fit, pick_device, set_seed
 
 PHASE3_VERSION = "2"  # bump when phase-3 training or evaluation changes what it produces
 Mapper = Callable[[Callable, list[tuple]], Iterable]  # (fn, argument tuples) -> results in the same order
@@ -58,19 +59,23 @@ SELECTION_SIZE = 500  # jiant validates on a 500-example subset of the English d
 def load_all(cfg: PipelineConfig, data_dir: Path | None) -> dict:
     """Every example the run needs, loaded (and checked) up front."""
     examples, dropped = D.load_mixture(cfg.intermediate.mixture, data_dir)
-    out = {"intermediate": examples, "deduplicated": dropped, "targets": {}}
-    for name in cfg.targets:
-        task = TASKS[name]
-        entry = {split: D.load_split(task, split, data_dir) for split in ("validation", "test")}
-        if KINDS[task.kind].head is not None:
-            entry["train"] = D.load_split(task, "train", data_dir).get("en", [])
-            if not entry["train"]:
-                raise XstiltsError(f"target {name} has no English training data in {data_dir} "
-                                   f"(it trains on {task.train_on}); prepare it or drop it from targets")
-            entry["labels"] = labels_of(task, entry["train"])
-            entry["train"], entry["selection"] = selection_split(task, entry["train"], data_dir)
-        out["targets"][name] = entry
-    return out
+    return {"intermediate": examples, "deduplicated": dropped,
+            "targets": {name: load_target(name, data_dir) for name in cfg.targets}}
+
+
+def load_target(name: str, data_dir: Path | None) -> dict:
+    """One target's examples: evaluation splits by language; fine-tuned targets also their English training
+    and model-selection examples and label names."""
+    task = TASKS[name]
+    entry = {split: D.load_split(task, split, data_dir) for split in ("validation", "test")}
+    if KINDS[task.kind].head is not None:
+        entry["train"] = D.load_split(task, "train", data_dir).get("en", [])
+        if not entry["train"]:
+            raise XstiltsError(f"target {name} has no English training data in {data_dir} "
+                               f"(it trains on {task.train_on}); prepare it or drop it from targets")
+        entry["labels"] = labels_of(task, entry["train"])
+        entry["train"], entry["selection"] = selection_split(task, entry["train"], data_dir)
+    return entry
 
 
 def selection_split(task: Task, train: list[dict], data_dir: Path | None) -> tuple[list[dict], list[dict]]:
@@ -113,38 +118,43 @@ def base_model(cfg: PipelineConfig, data_dir: Path | None, log=print) -> Path | 
 # ---------------------------------------------------------------- phase 3: one target
 
 
-def finetune_target(cfg, task: Task, encoder_dir, tok, entry: dict, device, seed: int) -> MultiTaskModel:
-    """Phase 3 training: a fresh head on the English training set; the epoch that scores best on the task's
-    English selection examples (`selection_split`) is kept."""
+def finetune_target(cfg, task: Task, encoder_dir, tok, entry: dict, device, seed: int, hooks: Hooks | None = None):
+    """Phase 3 training: a fresh head on the English training set, one linear schedule over all epochs (jiant);
+    at each epoch's end the model is scored on the task's English selection examples (`selection_split`) and
+    the best epoch is kept. Runs on one process or as one of several workers (DDP/FSDP2)."""
     t = cfg.target
     kind = KINDS[task.kind]
     set_seed(seed + sum(map(ord, task.name)))  # each target's run is reproducible on its own (and cacheable)
-    model = MultiTaskModel(load_encoder(encoder_dir)).to(device)
+    model = MultiTaskModel(load_encoder(encoder_dir))
     model.add_head(task.name, task.kind, len(entry["labels"] or ()))
-    model.heads.to(device)
+    model = wrap(model, cfg.distributed, device)
     examples = entry["train"][: t.max_train_examples]
     feats = featurize(task.kind, examples, tok, t.qa_max_length if kind.qa else t.max_length,
                       labels=entry["labels"] or (), doc_stride=t.doc_stride)
     batch_size = t.qa_batch_size if kind.qa else t.batch_size
     epochs = t.epochs.get(task.name, task.epochs)
     per_epoch = max(1, math.ceil(len(feats) / (batch_size * t.grad_accum)))
+    total = max(1, round(per_epoch * epochs))
+    epoch_ends = {min(total, per_epoch * (e + 1)) for e in range(math.ceil(epochs))}
     batches = epoch_batches(feats, batch_size, tok.pad_token_id, seed)
 
-    def step_loss():
-        b = {k: v.to(device) for k, v in next(batches).items()}
-        return kind.loss(model(task.name, b["input_ids"], b["attention_mask"]), b)
+    def draw():
+        batch = next(batches)
+        return {k: v[rows(len(v))].to(device) for k, v in batch.items()}  # this worker's rows
 
     dev = entry["selection"]  # zero-shot model selection: English examples, never a split reported as test
-    best, best_state = -1.0, None
-    for epoch in range(max(1, math.ceil(epochs))):
-        steps = per_epoch if epoch < int(epochs) else max(1, round(per_epoch * (epochs - int(epochs))))
-        fit(model, step_loss, steps, t.lr, device, t.grad_accum, progress=cfg.progress, desc=f"{task.name} ep{epoch}")
-        if dev:
+    best: dict = {"score": -1.0}
+
+    def on_step(step: int) -> None:
+        if step in epoch_ends and dev:
             score = primary(evaluate_one(model, task, dev, tok, cfg, device, entry["labels"], "en"))
-            if score > best:
-                best, best_state = score, {k: v.detach().clone() for k, v in model.state_dict().items()}
-    if best_state is not None:
-        model.load_state_dict(best_state)
+            if score > best["score"]:
+                best.update(score=score, state={k: v.detach().clone() for k, v in model.state_dict().items()})
+
+    fit(model, draw, lambda b: kind.loss(model(task.name, b["input_ids"], b["attention_mask"]), b), total, t.lr,
+        device, t.grad_accum, progress=cfg.progress, desc=task.name, hooks=hooks, on_step=on_step, extra=best)
+    if best.get("state") is not None:
+        model.load_state_dict(best["state"])
     return model
 
 
@@ -192,22 +202,38 @@ def phase3_entry(cfg, name: str, encoder_dir, data_dir: Path | None, device) -> 
     payload = {"target": name, "encoder": encoder_id(encoder_dir), "revision": cfg.model.revision,
                "settings": cfg.target.model_dump(), "seed": cfg.seed, "splits": cfg.eval_splits,
                "layer": cfg.model.retrieval_layer, "precision": device.type, "version": PHASE3_VERSION,
+               "distributed": cfg.distributed.model_dump(include={"workers", "strategy", "mixed_precision"}),
                "data": {s: D.inputs(task, s, data_dir) for s in ("train", "validation", "test")
                         if s != "train" or KINDS[task.kind].head is not None},
                "selection": selection_inputs(task, data_dir) if KINDS[task.kind].head is not None else None}
     return Cache(cfg.cache_dir).entry("phase3", payload)
 
 
-def phase3_job(cfg, name: str, encoder_dir, tok, entry: dict, cache_entry: Entry) -> tuple[dict, bool]:
-    """Phase 3 for one fine-tuned target through its cache entry; self-contained, so it can run in another
-    process (the search fans targets out over a placement group). Returns ({"splits", "notes"}, cache hit)."""
+def phase3_job(cfg, name: str, encoder_dir, tok, entry: dict, cache_entry: Entry, launcher=None) -> tuple[dict, bool]:
+    """Phase 3 for one target through its cache entry; self-contained, so it can run in another process (the
+    search fans targets out over a placement group) or, with `distributed.workers > 1`, as a job of
+    `launcher` (Ray Train workers). Returns ({"splits", "notes"}, cache hit)."""
     def build(_tmp):
-        device = pick_device(cfg.device)
-        model = finetune_target(cfg, TASKS[name], encoder_dir, tok, entry, device, cfg.seed)
-        return evaluate_target(cfg, TASKS[name], model, tok, entry, device)
+        if cfg.distributed.workers > 1:
+            return require(launcher)({"kind": "phase3", "cfg": cfg.model_dump(), "target": name,
+                                      "encoder": str(encoder_dir), "key": f"phase3-{cache_entry.key}"})
+        return compute_target(cfg, name, encoder_dir, tok, entry)
 
     _, results, hit = cache_entry.get_or_build(build)
     return results, hit
+
+
+def compute_target(cfg, name: str, encoder_dir, tok, entry: dict, hooks: Hooks | None = None,
+                   model=None) -> dict:
+    """One target's results on this worker: fine-tune (unless retrieval, which embeds with `model` or the
+    encoder directly), then evaluate."""
+    device = device_for(cfg.device)
+    task = TASKS[name]
+    if KINDS[task.kind].head is not None:
+        model = finetune_target(cfg, task, encoder_dir, tok, entry, device, cfg.seed, hooks)
+    elif model is None:
+        model = wrap(MultiTaskModel(load_encoder(encoder_dir)), cfg.distributed, device)
+    return evaluate_target(cfg, task, model, tok, entry, device)
 
 
 def sequential(fn: Callable, calls: list[tuple]) -> Iterator:
@@ -221,8 +247,8 @@ def sequential(fn: Callable, calls: list[tuple]) -> Iterator:
 class Pipeline:
     """One configuration's three phases. `prepare()` (phases 1-2), then iterate `targets()`."""
 
-    def __init__(self, cfg: PipelineConfig, log=print):
-        self.cfg, self.log = cfg, log
+    def __init__(self, cfg: PipelineConfig, log=print, launcher=None):
+        self.cfg, self.log, self.launcher = cfg, log, launcher  # launcher: runs jobs on several workers
         self.device = pick_device(cfg.device)
         self.data_dir = Path(cfg.data_dir).resolve() if cfg.data_dir else None
         self.per_target: dict[str, dict] = {}
@@ -248,7 +274,10 @@ class Pipeline:
         self.probabilities = mixture.probabilities({t: len(x) for t, x in self._data["intermediate"].items()})
         t1 = time.time()
         self.encoder_dir, self.phase2 = train_intermediate(cfg, self.base, self.tok, self._data["intermediate"],
-                                                           mixture, self.device, self.data_dir, self.log)
+                                                           mixture, self.device, self.data_dir, self.log,
+                                                           self.launcher)
+        if self._data["deduplicated"]:
+            self.phase2["deduplicated"] = self._data["deduplicated"]
         self.timing.update({"phase1_and_data_s": t1 - started, "phase2_s": time.time() - t1})
         return self
 
@@ -276,18 +305,21 @@ class Pipeline:
         cached = {n: e.get() for n, e in entries.items()}
         trained = [n for n in self.order if cached[n] is None and KINDS[TASKS[n].kind].head is not None]
         launched = iter((mapper or sequential)(
-            phase3_job, [(cfg, n, self.encoder_dir, self.tok, data[n], entries[n]) for n in trained]))
+            phase3_job, [(cfg, n, self.encoder_dir, self.tok, data[n], entries[n], self.launcher) for n in trained]))
         retrieval_model, t0 = None, time.time()
         for name in self.order:
             task = TASKS[name]
             hit = cached[name] is not None
             if hit:
                 results = cached[name]
-            elif KINDS[task.kind].head is None:  # retrieval: the phase-2 encoder embeds directly
+            elif KINDS[task.kind].head is None and cfg.distributed.workers == 1:  # the encoder embeds directly
                 if retrieval_model is None:
                     retrieval_model = MultiTaskModel(load_encoder(self.encoder_dir)).to(self.device)
                 _, results, hit = entries[name].get_or_build(
-                    lambda _tmp: evaluate_target(cfg, task, retrieval_model, self.tok, data[name], self.device))
+                    lambda _tmp: compute_target(cfg, name, self.encoder_dir, self.tok, data[name], model=retrieval_model))
+            elif KINDS[task.kind].head is None:  # retrieval, sharded over the workers
+                results, hit = phase3_job(cfg, name, self.encoder_dir, self.tok, data[name], entries[name],
+                                          self.launcher)
             else:
                 results, hit = next(launched)
             self.per_target[name], self.notes[name] = results["splits"], results["notes"]
@@ -306,6 +338,7 @@ class Pipeline:
         return {"name": cfg.name, **final, "validation": self.summary("validation"),
                 "mixture": self.probabilities, "base_model": cfg.model.name, "seed": cfg.seed, "phase2": self.phase2,
                 "timing": {**self.timing, "total_s": time.time() - self._started}, "config": cfg.model_dump(),
+                "distributed": cfg.distributed.model_dump(include={"workers", "strategy"}),
                 "phase3_cache_hits": self.cache_hits}
 
 
@@ -322,10 +355,10 @@ def summarise(per_target: dict[str, dict], split: str, notes: dict | None = None
             "categories": scored["categories"], "n_targets": len(results)}
 
 
-def run_pipeline(cfg: PipelineConfig, tracker: Tracker | None = None, log=print) -> dict:
+def run_pipeline(cfg: PipelineConfig, tracker: Tracker | None = None, log=print, launcher=None) -> dict:
     """Phases 1-3 for one configuration; logs each target as a step to `tracker`; returns the results JSON."""
     tracker = tracker or NullTracker()
-    pipe = Pipeline(cfg, log).prepare()
+    pipe = Pipeline(cfg, log, launcher).prepare()
     tracker.log_params(pipe.params())
     tracker.set_tags({"cache_hit": str(pipe.phase2.get("cache_hit", False)).lower()})
     for rung, result in enumerate(pipe.targets(), start=1):

@@ -36,16 +36,23 @@ def format_table(results: dict, languages: bool = False) -> str:
     return "\n".join(rows)
 
 
-def run(config: str, overrides: list[str], json_path: str | None = None, languages: bool = False) -> dict:
+def run(config: str, overrides: list[str], json_path: str | None = None, languages: bool = False,
+        launcher_for=None) -> dict:
+    """One pipeline. `launcher_for(cfg)` gives the job launcher for `distributed.workers > 1` (`xstilts run`
+    passes Ray Train's; `python -m trainables` has none and refuses such configs)."""
     from trainables.pipeline import run_pipeline
     from trainables.tracking import MlflowTracker, NullTracker
 
     cfg = load_config(config, overrides)
+    if cfg.distributed.workers > 1 and launcher_for is None:
+        raise XstiltsError("distributed.workers > 1 runs on Ray Train workers: use `xstilts run` (not "
+                           "`python -m trainables run`), or set distributed.workers=1")
+    launcher = launcher_for(cfg) if cfg.distributed.workers > 1 else None
     tracker = NullTracker()
     if cfg.tracking.enabled:
         tracker = MlflowTracker(cfg.tracking.uri, cfg.tracking.experiment, cfg.name)
     try:
-        results = run_pipeline(cfg, tracker=tracker)
+        results = run_pipeline(cfg, tracker=tracker, launcher=launcher)
     except BaseException:
         tracker.close("FAILED")
         raise

@@ -114,30 +114,59 @@ def make_optimizer(model: torch.nn.Module, lr: float, steps: int, warmup: float 
     return opt, sched
 
 
-def fit(model: torch.nn.Module, step_loss: Callable[[], torch.Tensor], steps: int, lr: float, device: torch.device,
-        grad_accum: int = 1, progress: bool = False, desc: str = "train") -> dict:
-    """Run `steps` optimiser steps; `step_loss()` draws one micro-batch and returns its loss."""
+class Hooks:
+    """What a launcher does around training (nothing, in one process): restore the last checkpoint (returns the
+    optimiser steps already taken and any extra state saved with it) and save one every `every` steps."""
+
+    every = 0
+
+    def restore(self, model, optimizer, scheduler) -> tuple[int, dict]:
+        return 0, {}
+
+    def save(self, model, optimizer, scheduler, step: int, extra: dict) -> None:
+        pass
+
+
+def fit(model: torch.nn.Module, draw: Callable[[], object], loss_of: Callable[[object], torch.Tensor], steps: int,
+        lr: float, device: torch.device, grad_accum: int = 1, progress: bool = False, desc: str = "train",
+        hooks: Hooks | None = None, on_step: Callable[[int], None] | None = None, extra: dict | None = None) -> dict:
+    """Run `steps` optimiser steps. `draw()` gives this worker's next micro-batch, `loss_of(batch)` its loss;
+    `on_step(step)` runs after each optimiser step (e.g. model selection at epoch ends) and may update `extra`,
+    the state saved with checkpoints. A resumed run fast-forwards the stream past the micro-batches it already
+    trained on, so it sees exactly what an uninterrupted run would."""
+    hooks = hooks or Hooks()
     model.train()
     opt, sched = make_optimizer(model, lr, steps)
+    start, restored = hooks.restore(model, opt, sched)
+    if extra is not None:
+        extra.update(restored)
+    for _ in range(start * grad_accum):
+        draw()
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _null()
-    losses, tokens = [], 0
+    losses = []
     bar = _bar(steps, desc) if progress and sys.stderr.isatty() else None  # no bar in logs or under a search
-    for step in range(steps):
+    for step in range(start, steps):
+        model.train()
         for _ in range(grad_accum):
+            batch = draw()
             with autocast:
-                loss = step_loss() / grad_accum
+                loss = loss_of(batch) / grad_accum
             loss.backward()
             losses.append(loss.item() * grad_accum)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
+        if on_step:
+            on_step(step + 1)
+        if hooks.every and (step + 1) % hooks.every == 0 and step + 1 < steps:
+            hooks.save(model, opt, sched, step + 1, extra or {})
         if bar:
             bar.update(1)
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
     if bar:
         bar.close()
-    return {"steps": steps, "final_loss": float(np.mean(losses[-50:])) if losses else float("nan")}
+    return {"steps": steps, "resumed_at": start, "final_loss": float(np.mean(losses[-50:])) if losses else float("nan")}
 
 
 class _null:
@@ -154,33 +183,67 @@ def _bar(total: int, desc: str):
     return tqdm(total=total, desc=desc, leave=False, file=sys.stderr, dynamic_ncols=True)
 
 
+def _my_share(n: int) -> tuple[list[int], int]:
+    """This worker's items of n (rank r takes r, r + W, ...), padded to the same count on every worker so that
+    sharded models run the same number of forward passes everywhere; returns (indices, real count)."""
+    from trainables.distributed import worker
+
+    w = worker()
+    mine = list(range(w.rank, n, w.world))
+    per = -(-n // w.world) if n else 0
+    return mine + [mine[-1] if mine else 0] * (per - len(mine)), len(mine)
+
+
+def _gathered(values: list, n: int) -> list:
+    """Reassemble the workers' `_my_share` results into the order of the n items."""
+    from trainables.distributed import gather, worker
+
+    if worker().world == 1:
+        return values
+    out: list = [None] * n
+    for rank, (part, real) in enumerate(gather((values, len(range(worker().rank, n, worker().world))))):
+        for k, value in enumerate(part[:real]):
+            out[rank + k * worker().world] = value
+    return out
+
+
 @torch.no_grad()
 def predict(model, name: str, features: Sequence[dict], batch_size: int, pad_id: int, device: torch.device) -> list:
-    """Logits per feature (as numpy arrays, padding removed), batched and length-grouped."""
+    """Logits per feature (as numpy arrays, padding removed), batched and length-grouped; with several workers
+    each computes its share and all receive every result."""
     model.eval()
-    order = sorted(range(len(features)), key=lambda i: _length(features[i]))
-    out: list = [None] * len(features)
+    share, _ = _my_share(len(features))
+    order = sorted(range(len(share)), key=lambda k: _length(features[share[k]]))
+    out: list = [None] * len(share)
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
-        batch = collate([features[i] for i in idx], pad_id)
+        batch = collate([features[share[k]] for k in idx], pad_id)
         with torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _null():
             logits = model(name, batch["input_ids"].to(device), batch["attention_mask"].to(device)).float().cpu().numpy()
-        for row, i in zip(logits, idx):
-            n = len(features[i]["input_ids"])
-            out[i] = row[:n] if row.ndim >= 2 and not isinstance(features[i]["input_ids"][0], list) else row
-    return out
+        for row, k in zip(logits, idx):
+            f = features[share[k]]
+            n = len(f["input_ids"])
+            out[k] = row[:n] if row.ndim >= 2 and not _is_choice(f["input_ids"]) else row
+    return _gathered(out, len(features))
+
+
+def _is_choice(ids) -> bool:
+    return len(ids) > 0 and not np.isscalar(ids[0])
 
 
 @torch.no_grad()
 def embed(model, features: Sequence[dict], batch_size: int, pad_id: int, device: torch.device,
           layer_fraction: float) -> np.ndarray:
+    """Mean-pooled sentence embeddings; with several workers each embeds its share (retrieval at scale)."""
     model.eval()
-    chunks = []
-    for start in range(0, len(features), batch_size):
-        batch = collate(features[start:start + batch_size], pad_id)
-        chunks.append(model.embed(batch["input_ids"].to(device), batch["attention_mask"].to(device),
-                                  layer_fraction).float().cpu().numpy())
-    return np.concatenate(chunks) if chunks else np.zeros((0, model.hidden))
+    share, _ = _my_share(len(features))
+    rows = []
+    for start in range(0, len(share), batch_size):
+        batch = collate([features[i] for i in share[start:start + batch_size]], pad_id)
+        vectors = model.embed(batch["input_ids"].to(device), batch["attention_mask"].to(device), layer_fraction)
+        rows += list(vectors.float().cpu().numpy())
+    rows = _gathered(rows, len(features))
+    return np.stack(rows) if rows else np.zeros((0, model.hidden), dtype=np.float32)
 
 
 def mask_tokens(ids: torch.Tensor, tokenizer, rng: torch.Generator, prob: float = 0.15) -> tuple[torch.Tensor, torch.Tensor]:
@@ -210,9 +273,5 @@ def mlm_pretrain(model, tokenizer, lines: Sequence[str], steps: int, lr: float, 
     """Masked-LM training of a `*ForMaskedLM` model (phase 1 of the toy world)."""
     model.to(device)
     batches = mlm_batches(tokenizer, lines, batch_size, seed)
-
-    def step_loss():
-        b = {k: v.to(device) for k, v in next(batches).items()}
-        return model(**b).loss
-
-    return fit(model, step_loss, steps, lr, device, progress=True, desc="phase 1 mlm")
+    return fit(model, lambda: next(batches), lambda b: model(**{k: v.to(device) for k, v in b.items()}).loss,
+               steps, lr, device, progress=True, desc="phase 1 mlm")
