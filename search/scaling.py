@@ -29,7 +29,8 @@ T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 
 class ModelSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     label: str
-    overrides: list[str] = []  # pipeline overrides selecting the model (model.name=..., sizes, batch)
+    overrides: list[str] = []  # pipeline overrides selecting the model (model.name=..., sizes, batch, distributed)
+    search: dict = {}  # search settings for this model's trials (e.g. resources: its GPUs per worker)
     params: float | None = None  # parameter count; computed for the toy model
 
 
@@ -65,7 +66,7 @@ def _search_cfg(cfg: ScalingConfig, model: ModelSpec):
         "candidates": candidates, "weight": {"low": min(weights), "high": max(weights)},
         "points_to_evaluate": list(cfg.configurations), "scheduler": {"enabled": False},
         "max_concurrent_trials": min(base.max_concurrent_trials, len(cfg.configurations)),
-        "overrides": list(base.overrides) + list(model.overrides)}, f"scaling model {model.label}")
+        "overrides": list(base.overrides) + list(model.overrides), **model.search}, f"scaling model {model.label}")
 
 
 def _params(scfg, model: ModelSpec) -> float:

@@ -4,11 +4,14 @@ Memory of full fine-tuning with AdamW, per GPU (P parameters, N workers):
   weights    4 P bytes (fp32 master copies; bf16 mixed precision computes in bf16 but keeps fp32 weights)
   grads      4 P                    optimizer  8 P (AdamW's two moments)     -> 16 P bytes before activations
   ddp        each GPU holds all of it, plus 4 P of gradient buckets; fsdp shards all of it: 16 P / N
-  buffers    fsdp: the unsharded (bf16) parameters of the two largest units being gathered (current + prefetch)
-  activations per micro-batch (b rows of s tokens, h hidden, L layers; Korthikanti et al. 2022 with fused
-             attention): L x s b h x 34 bytes in bf16 (x2 in fp32); with activation checkpointing only each
-             layer's input is kept (2 s b h per layer) plus one layer recomputed
-  overhead   CUDA context and allocator slack: 1.5 GB, and 10 % of the rest
+  buffers    fsdp: the unsharded (bf16) parameters of the two largest units being gathered (current + prefetch);
+             bf16 autocast without fsdp: its cached bf16 copies of the weights, 2 P
+  activations per micro-batch (b rows of s tokens, h hidden, L layers): L x s b h x c bytes; on GPUs c = 34 in
+             bf16 with fused attention (Korthikanti et al. 2022), 68 in fp32; on CPUs c = 190 in fp32, measured
+             here with PyTorch's CPU allocator (5 shapes within 11 % of peak RSS: tests/test_plan.py). With
+             activation checkpointing only each layer's input is kept (s b h x c / 17 per layer) plus one layer
+  overhead   GPUs: CUDA context and allocator slack, 1.5 GB and 10 % of the rest; CPUs: the process's own
+             resident memory before the model, which the caller measures
 The global batch (`batch_size x grad_accum`, as one process would train) is split over the workers: each worker
 runs micro-batches of batch_size / N rows. The XLM-R family's shapes are known without the Hub (`KNOWN_MODELS`).
 
@@ -96,23 +99,34 @@ def cfg_target_trains(name: str, qa: bool = False) -> bool:
     return task.kind != "retrieval" and (task.kind == "span_qa") == qa
 
 
-def activation_bytes(shape: Shape, rows: int, seq: int, bf16: bool, checkpointing: bool) -> float:
-    per_layer = seq * rows * shape.hidden * 34 * (1 if bf16 else 2)
+BYTES_PER_ACTIVATION = {("cuda", True): 34, ("cuda", False): 68, ("cpu", False): 190, ("cpu", True): 190}
+
+
+def activation_bytes(shape: Shape, rows: int, seq: int, bf16: bool, checkpointing: bool, device: str = "cuda") -> float:
+    c = BYTES_PER_ACTIVATION[(device, bf16)]
+    per_layer = seq * rows * shape.hidden * c
     if checkpointing:
-        return shape.layers * seq * rows * shape.hidden * 2 + per_layer
+        return shape.layers * per_layer / 17 + per_layer
     return shape.layers * per_layer
 
 
-def estimate(shape: Shape, workers: int, strategy: str, bf16: bool, checkpointing: bool, rows: int, seq: int) -> dict:
-    """Per-GPU bytes of one phase, by component (GB)."""
+def estimate(shape: Shape, workers: int, strategy: str, bf16: bool, checkpointing: bool, rows: int, seq: int,
+             device: str = "cuda") -> dict:
+    """Per-GPU (or, device="cpu", per-process) GB of one phase, by component."""
     p = shape.params
+    bf16 = bf16 and device == "cuda"  # CPUs compute in fp32
     shard = workers if strategy == "fsdp" else 1
-    out = {"weights": 4 * p / shard, "grads": 4 * p / shard, "optimizer": 8 * p / shard,
-           "buffers": (4 * p if strategy == "ddp" and workers > 1 else 0)
-           + (2 * 2 * shape.largest_unit * (2 if bf16 else 4) if strategy == "fsdp" else 0),
-           "activations": activation_bytes(shape, max(1, math.ceil(rows / workers)), seq, bf16, checkpointing)}
+    buffers = 0.0
+    if strategy == "ddp" and workers > 1:
+        buffers += 4 * p  # DDP's gradient buckets
+    if strategy == "fsdp":
+        buffers += 2 * 2 * shape.largest_unit * (2 if bf16 else 4)  # current + prefetched unsharded unit
+    elif bf16:
+        buffers += 2 * p  # autocast's bf16 copies of the weights
+    out = {"weights": 4 * p / shard, "grads": 4 * p / shard, "optimizer": 8 * p / shard, "buffers": buffers,
+           "activations": activation_bytes(shape, max(1, math.ceil(rows / workers)), seq, bf16, checkpointing, device)}
     used = sum(out.values())
-    out["overhead"] = OVERHEAD_GB * GB + SLACK * used
+    out["overhead"] = (OVERHEAD_GB * GB + SLACK * used) if device == "cuda" else 0.0
     return {k: v / GB for k, v in out.items()}
 
 
