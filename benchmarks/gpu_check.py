@@ -50,7 +50,8 @@ def batches(vocab: int, rows: int, seq: int, n: int, seed: int = 0):
              "labels": torch.randint(0, 3, (rows,), generator=g)} for _ in range(n)]
 
 
-def part_a_b(rows: int, seq: int, warm: int, timed: int, smoke: bool) -> dict:
+def part_a_b(rows: int, seq: int, warm: int, timed: int, smoke: bool, compile_model: bool = False,
+             trainer_baseline: bool = True) -> dict:
     from transformers import XLMRobertaConfig, XLMRobertaModel
 
     from trainables.model import MultiTaskModel
@@ -69,13 +70,14 @@ def part_a_b(rows: int, seq: int, warm: int, timed: int, smoke: bool) -> dict:
         model = MultiTaskModel(XLMRobertaModel(cfg, add_pooling_layer=False))
         model.add_head("x", "pair_classification", 3)
         model.to(device)
+        forward = torch.compile(model) if compile_model else model
         stream = iter(data)
 
         def draw():
             return {k: v.to(device, non_blocking=True) for k, v in next(stream).items()}
 
         def loss_of(b):
-            return torch.nn.functional.cross_entropy(model("x", b["input_ids"], b["attention_mask"]), b["labels"])
+            return torch.nn.functional.cross_entropy(forward("x", b["input_ids"], b["attention_mask"]), b["labels"])
 
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
@@ -123,7 +125,7 @@ def part_a_b(rows: int, seq: int, warm: int, timed: int, smoke: bool) -> dict:
 
     ours_tps, peak, params = ours()
     try:
-        hf_tps = trainer()
+        hf_tps = trainer() if trainer_baseline else None
     except Exception as exc:  # accelerate missing, API drift: report it, keep the rest
         hf_tps = None
         print(f"HF Trainer baseline failed: {type(exc).__name__}: {str(exc)[:200]}", file=sys.stderr)
@@ -132,7 +134,7 @@ def part_a_b(rows: int, seq: int, warm: int, timed: int, smoke: bool) -> dict:
     parts = estimate(shape, 1, "none", device.type == "cuda", False, rows, seq, device=device.type)
     predicted = sum(v for k, v in parts.items() if k != "overhead")
     return {"a": {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "params": params,
-                  "rows": rows, "seq": seq, "timed_steps": timed, "ours_tokens_per_s": ours_tps,
+                  "rows": rows, "seq": seq, "timed_steps": timed, "compiled": compile_model, "ours_tokens_per_s": ours_tps,
                   "trainer_tokens_per_s": hf_tps, "ratio_vs_trainer": ours_tps / hf_tps if hf_tps else None,
                   "mfu": ours_tps * flops / peak_flops(), "trainer_mfu": hf_tps * flops / peak_flops() if hf_tps else None},
             "b": {"plan_gb": predicted, "plan_breakdown_gb": parts, "max_memory_allocated_gb": peak / 1024 ** 3,
@@ -191,7 +193,15 @@ def main() -> None:
     ap.add_argument("--json")
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--skip-c", action="store_true")
+    ap.add_argument("--probe", action="store_true", help="(a) only: compiled and batch 64 variants, no baseline")
     a = ap.parse_args()
+    if a.probe:
+        for rows, comp in ((32, True), (64, False), (64, True)):
+            r = part_a_b(rows, 256, 10, 30, a.smoke, compile_model=comp, trainer_baseline=False)
+            print(json.dumps({"rows": rows, "compiled": comp, "tokens_per_s": r["a"]["ours_tokens_per_s"],
+                              "mfu": r["a"]["mfu"], "peak_gb": r["b"]["max_memory_allocated_gb"],
+                              "plan_gb": r["b"]["plan_gb"]}), flush=True)
+        return
     torch.backends.cuda.matmul.allow_tf32 = False
     results, t0 = {}, time.perf_counter()
     rows, seq = (4, 32) if a.smoke else (32, 256)
