@@ -121,6 +121,10 @@ class TrackingConfig(Strict):
     experiment: str = "xstilts-runs"
 
 
+def loader_workers(cfg: "PipelineConfig", device) -> int:
+    return cfg.data_workers if cfg.data_workers is not None else (2 if device.type == "cuda" else 0)
+
+
 class PipelineConfig(Strict):
     name: str = "run"
     seed: int = 0
@@ -134,6 +138,9 @@ class PipelineConfig(Strict):
     target: TargetConfig = TargetConfig()
     eval_splits: list[Literal["validation", "test"]] = ["validation", "test"]
     distributed: DistributedConfig = DistributedConfig()
+    # DataLoader processes that collate the next training batches while the model trains; None: 2 on a GPU,
+    # 0 on a CPU (where they would compete with training for the same cores)
+    data_workers: int | None = Field(None, ge=0)
     tracking: TrackingConfig = TrackingConfig()
     progress: bool = True
 

@@ -177,7 +177,8 @@ def load_split(task: Task | str, split: str, data_dir: Path | str | None = None,
     (BUCC's gold-only dev) is read only for languages no earlier source held. Missing splits give `{}`.
     """
     data_dir = Path(data_dir) if data_dir is not None else None
-    task, langs = _split_task(task, split, data_dir, languages)
+    asked = get_task(task) if isinstance(task, str) else task
+    task, langs = _split_task(asked, split, data_dir, languages)
     out: dict[str, list[dict]] = {}
     reads = plan(task, split, langs)
     for n, read in enumerate(reads):
@@ -190,7 +191,12 @@ def load_split(task: Task | str, split: str, data_dir: Path | str | None = None,
         for lang, examples in _by_language(task, read, rows).items():
             if not (read.source.fallback and lang in out):
                 out.setdefault(lang, []).extend(examples)
-    return out
+    from trainables.cache import key_of  # the examples know what they were read from (features cache keys)
+    from trainables.featcache import Examples
+
+    files = key_of(inputs(asked, split, data_dir))
+    return {lang: Examples(exs, {"task": task.name, "sources": [f"{s.hub_id}/{s.config}" for s in task.sources],
+                                 "split": split, "lang": lang, "files": files}) for lang, exs in out.items()}
 
 
 def _by_language(task: Task, read: Read, rows: list[dict]) -> dict[str, list[dict]]:

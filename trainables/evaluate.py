@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from trainables import metrics, retrieval
+from trainables.featcache import cached, derived
 from trainables.features import (IGNORE, featurize_classification, featurize_sentences, featurize_span_qa,
                                  featurize_tagging)
 from trainables.tasks import Task
@@ -23,14 +24,14 @@ MAX_ANSWER_TOKENS, N_BEST = 30, 20
 
 
 def evaluate_classification(model, task: Task, examples: Sequence[dict], tok, cfg, device, **_) -> dict:
-    feats = featurize_classification(examples, tok, cfg.max_length)
+    feats = cached(featurize_classification, examples, tok, cfg.max_length)
     logits = predict(model, task.name, feats, cfg.eval_batch_size, tok.pad_token_id, device)
     return {"accuracy": metrics.accuracy([int(np.argmax(l)) for l in logits], [e["label"] for e in examples])}
 
 
 def evaluate_tagging(model, task: Task, examples: Sequence[dict], tok, cfg, device, labels=(), **_) -> dict:
     """Predicted tags of every word (chunks of a long sentence joined back) against the gold tags."""
-    feats = featurize_tagging(examples, tok, cfg.max_length, labels=labels)
+    feats = cached(featurize_tagging, examples, tok, cfg.max_length, labels=tuple(labels))
     logits = predict(model, task.name, feats, cfg.eval_batch_size, tok.pad_token_id, device)
     pred_tags: list[list[str]] = [[] for _ in examples]
     for f, l in zip(feats, logits):  # chunks come in sentence order, first chunk first
@@ -53,10 +54,10 @@ def best_spans(feats: Sequence[dict], logits: Sequence[np.ndarray], contexts: di
         ends = np.argsort(-end_l, kind="stable")[:N_BEST]
         offsets, max_context = f["offsets"], f["max_context"]
         for s in starts:
-            if offsets[s] is None or not max_context[s]:
+            if offsets[s][0] < 0 or not max_context[s]:  # outside the document, or not its max-context window
                 continue
             for e in ends:
-                if offsets[e] is None or e < s or e - s + 1 > MAX_ANSWER_TOKENS:
+                if offsets[e][0] < 0 or e < s or e - s + 1 > MAX_ANSWER_TOKENS:
                     continue
                 score = float(start_l[s] + end_l[e])
                 if score > best.get(f["example_id"], (-np.inf, ""))[0]:
@@ -66,7 +67,7 @@ def best_spans(feats: Sequence[dict], logits: Sequence[np.ndarray], contexts: di
 
 
 def evaluate_span_qa(model, task: Task, examples: Sequence[dict], tok, cfg, device, lang: str = "en", **_) -> dict:
-    feats = featurize_span_qa(examples, tok, cfg.qa_max_length, doc_stride=cfg.doc_stride)
+    feats = cached(featurize_span_qa, examples, tok, cfg.qa_max_length, doc_stride=cfg.doc_stride)
     logits = predict(model, task.name, feats, cfg.eval_batch_size, tok.pad_token_id, device)
     predictions = best_spans(feats, logits, {e["id"]: e["context"] for e in examples})
     references = {e["id"]: e["answers"]["text"] for e in examples}
@@ -78,8 +79,13 @@ def evaluate_span_qa(model, task: Task, examples: Sequence[dict], tok, cfg, devi
 
 
 def _embed(model, sentences, tok, cfg, device, layer_fraction):
-    feats = featurize_sentences(sentences, tok, cfg.retrieval_max_length)
+    feats = cached(featurize_sentences, sentences, tok, cfg.retrieval_max_length)
     return embed(model, feats, cfg.eval_batch_size, tok.pad_token_id, device, layer_fraction)
+
+
+def _side(corpus: dict, side: str):
+    """One side's sentences, keyed by the corpus they belong to (features cache)."""
+    return derived(corpus[side], corpus.get("key"), {"side": side})
 
 
 def evaluate_retrieval(model, task: Task, corpus: dict, tok, cfg, device, layer_fraction: float = 14 / 24,
@@ -88,11 +94,13 @@ def evaluate_retrieval(model, task: Task, corpus: dict, tok, cfg, device, layer_
     margin mining of the unique sentences; F1 at `threshold` (None: the F1-optimal one on this split, as on
     dev), returned with the threshold and where it came from (`trainables.retrieval`)."""
     if task.metric == "accuracy":  # similarity search
-        src = _embed(model, corpus["sources"], tok, cfg, device, layer_fraction)
-        trg = _embed(model, corpus["targets"], tok, cfg, device, layer_fraction)
+        src = _embed(model, _side(corpus, "sources"), tok, cfg, device, layer_fraction)
+        trg = _embed(model, _side(corpus, "targets"), tok, cfg, device, layer_fraction)
         return {"accuracy": retrieval.tatoeba_accuracy(src, trg, corpus["gold"], device)}
     sources, source_ids = retrieval.unique(corpus["sources"])  # metric "f1": bitext mining
     targets, target_ids = retrieval.unique(corpus["targets"])
+    sources = derived(sources, corpus.get("key"), {"side": "sources", "unique": True})
+    targets = derived(targets, corpus.get("key"), {"side": "targets", "unique": True})
     src = _embed(model, sources, tok, cfg, device, layer_fraction)
     trg = _embed(model, targets, tok, cfg, device, layer_fraction)
     candidates = retrieval.bucc_mine(src, trg, source_ids, target_ids, k=4, device=device)

@@ -76,8 +76,9 @@ def featurize_span_qa(examples: Sequence[dict], tokenizer, max_length: int, doc_
     squad.py, HF's `squad_convert_example_to_features`): the question is cut to its first 64 sub-tokens; a window
     holds L = max_length - len(question) - specials document sub-tokens, and window k starts doc_stride * k
     sub-tokens in (the tokenizer's overlap is L - doc_stride). Every feature keeps `example_id`, `offsets`
-    (character spans; None outside the document) and `max_context` (whether this window is the one where each
-    document token has the most context: answers may only start at such tokens)."""
+    (character spans) and `max_context` (whether this window is the one where each
+    document token has the most context: answers may only start at such tokens). Tokens outside the document
+    have offsets (-1, -1)."""
     prefix, middle, suffix = pair_template(tokenizer)
     questions = tokenizer([e["question"] for e in examples], add_special_tokens=False)["input_ids"]
     contexts = tokenizer([e["context"] for e in examples], add_special_tokens=False, return_offsets_mapping=True)
@@ -99,7 +100,7 @@ def featurize_span_qa(examples: Sequence[dict], tokenizer, max_length: int, doc_
         head = len(prefix) + len(question) + len(middle)  # input position of the first document token
         for k, (start, size) in enumerate(spans):
             ids = prefix + question + middle + doc[start:start + size] + suffix
-            feat_offsets = [None] * len(ids)
+            feat_offsets = [(-1, -1)] * len(ids)
             max_context = [False] * len(ids)
             for t in range(size):
                 feat_offsets[head + t] = offsets[start + t]

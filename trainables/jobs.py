@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from trainables import data as D
+from trainables import featcache
 from trainables.config import update, validate
 from trainables.distributed import device_for
 from trainables.mixture import Mixture
@@ -24,6 +25,7 @@ def run_job(job: dict, hooks: Hooks | None = None):
     from trainables.pipeline import compute_target, load_target
 
     cfg = validate(job["cfg"], "job config")
+    featcache.use(cfg.cache_dir)
     device = device_for(cfg.device)
     if job["kind"] == "phase2":
         data_dir = Path(job["data_dir"]) if job["data_dir"] else None

@@ -20,6 +20,7 @@ from trainables import data as D
 from trainables import evaluate as E
 from trainables import features as F
 from trainables import train as T
+from trainables.featcache import cached
 from trainables.model import ClassificationHead, TokenHead
 from trainables.tasks import KINDS as KIND_NAMES
 from trainables.tasks import Task
@@ -50,8 +51,9 @@ KINDS: dict[str, Kind] = {
 assert set(KINDS) == set(KIND_NAMES), "the kind table and the task table's kinds must agree"
 
 
-def featurize(kind: str, examples: Sequence[dict], tokenizer, max_length: int, **kwargs) -> list[dict]:
-    return KINDS[kind].featurize(examples, tokenizer, max_length, **kwargs)
+def featurize(kind: str, examples: Sequence[dict], tokenizer, max_length: int, **kwargs):
+    """The kind's features of `examples` (from the features cache when they have a key)."""
+    return cached(KINDS[kind].featurize, examples, tokenizer, max_length, **kwargs)
 
 
 def labels_of(task: Task, train_examples: Sequence[dict]) -> tuple[str, ...] | None:

@@ -20,7 +20,9 @@ import torch
 
 from trainables import data as D
 from trainables.cache import Cache, entry_id, file_digest
+from trainables.config import loader_workers
 from trainables.distributed import full_state, rows, unwrap, worker, wrap
+from trainables.featcache import Examples, derived, take
 from trainables.kinds import KINDS, featurize, labels_of
 from trainables.mixture import Mixture
 from trainables.model import MultiTaskModel, load_encoder
@@ -99,16 +101,18 @@ def train_phase2(cfg, base, tok, examples, mixture, probs, device, data_dir, log
     streams, sizes = {}, {}
     for name in probs:
         task = TASKS[name]
-        exs = list(examples[name])
+        exs = examples[name]
         if ic.translated_dir:
-            exs += D.load_split(task, "train", ic.translated_dir).get("en", [])
+            extra = D.load_split(task, "train", ic.translated_dir).get("en", [])
+            exs = derived(list(exs) + list(extra), getattr(exs, "key", None), {"translated": getattr(extra, "key", None)})
         labels = labels_of(task, exs)
         model.add_head(name, task.kind, len(labels or ()))
-        feats = featurize(task.kind, exs[: ic.max_train_examples], tok, ic.max_length, labels=labels or ())
+        feats = featurize(task.kind, take(exs, ic.max_train_examples), tok, ic.max_length, labels=tuple(labels or ()))
         sizes[name] = len(feats)
-        streams[name] = epoch_batches(feats, ic.batch_size, tok.pad_token_id, cfg.seed)
+        streams[name] = epoch_batches(feats, ic.batch_size, tok.pad_token_id, cfg.seed, loader_workers(cfg, device))
     if ic.mlm.weight > 0:
-        lines = mlm_corpus(cfg, data_dir).read_text(encoding="utf-8").splitlines()
+        corpus = mlm_corpus(cfg, data_dir)
+        lines = Examples(corpus.read_text(encoding="utf-8").splitlines(), {"mlm_corpus": file_digest(corpus)})
         streams["mlm"] = mlm_batches(tok, lines, ic.batch_size, cfg.seed)
     model = wrap(model, cfg.distributed, device)
     order = mixture.stream(cfg.seed, {t: len(x) for t, x in examples.items()})

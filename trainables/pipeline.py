@@ -25,13 +25,15 @@ from typing import Callable, Iterable, Iterator
 from trainables import data as D
 from trainables import names
 from trainables.cache import Cache, Entry
-from trainables.config import PipelineConfig
+from trainables.config import PipelineConfig, loader_workers
 from trainables.errors import XstiltsError
 from trainables.kinds import KINDS, featurize, labels_of
 from trainables.metrics import primary, task_score, xtreme_score
 from trainables.mixture import Mixture
 from trainables.model import MultiTaskModel, load_encoder, load_tokenizer, toy_model
 from trainables.distributed import device_for, rows, wrap
+from trainables import featcache
+from trainables.featcache import derived, take
 from trainables.phase2 import encoder_id, require, train_intermediate
 from trainables.tasks import INTERMEDIATE, TASKS, Task
 from trainables.tracking import NullTracker, Tracker, log_summary
@@ -84,9 +86,12 @@ def selection_split(task: Task, train: list[dict], data_dir: Path | None) -> tup
     split reported as test."""
     source, kind = task.selection or (task.name, "validation")
     if kind == "holdout":
+        key = getattr(train, "key", None)
         held = [ex for n, ex in enumerate(train) if n % HOLDOUT_EVERY == HOLDOUT_EVERY - 1]
-        return [ex for n, ex in enumerate(train) if n % HOLDOUT_EVERY != HOLDOUT_EVERY - 1], held[:SELECTION_SIZE]
-    return train, D.load_split(source, "validation", data_dir, languages=["en"]).get("en", [])[:SELECTION_SIZE]
+        kept = [ex for n, ex in enumerate(train) if n % HOLDOUT_EVERY != HOLDOUT_EVERY - 1]
+        return (derived(kept, key, {"holdout": "kept"}),
+                take(derived(held, key, {"holdout": "held"}), SELECTION_SIZE))
+    return train, take(D.load_split(source, "validation", data_dir, languages=["en"]).get("en", []), SELECTION_SIZE)
 
 
 def selection_inputs(task: Task, data_dir: Path | None) -> list:
@@ -128,7 +133,7 @@ def finetune_target(cfg, task: Task, encoder_dir, tok, entry: dict, device, seed
     model = MultiTaskModel(load_encoder(encoder_dir))
     model.add_head(task.name, task.kind, len(entry["labels"] or ()))
     model = wrap(model, cfg.distributed, device)
-    examples = entry["train"][: t.max_train_examples]
+    examples = take(entry["train"], t.max_train_examples)
     feats = featurize(task.kind, examples, tok, t.qa_max_length if kind.qa else t.max_length,
                       labels=entry["labels"] or (), doc_stride=t.doc_stride)
     batch_size = t.qa_batch_size if kind.qa else t.batch_size
@@ -136,7 +141,7 @@ def finetune_target(cfg, task: Task, encoder_dir, tok, entry: dict, device, seed
     per_epoch = max(1, math.ceil(len(feats) / (batch_size * t.grad_accum)))
     total = max(1, round(per_epoch * epochs))
     epoch_ends = {min(total, per_epoch * (e + 1)) for e in range(math.ceil(epochs))}
-    batches = epoch_batches(feats, batch_size, tok.pad_token_id, seed)
+    batches = epoch_batches(feats, batch_size, tok.pad_token_id, seed, loader_workers(cfg, device))
 
     def draw():
         batch = next(batches)
@@ -178,11 +183,11 @@ def evaluate_target(cfg, task: Task, model, tok, entry: dict, device) -> dict:
             kw = {}
             if task.kind == "retrieval":
                 kw = {"layer_fraction": cfg.model.retrieval_layer}
-                examples = examples[0]
+                examples = {**examples[0], "key": getattr(examples, "key", None)}
                 if split == "test" and mining:
                     kw["threshold"] = thresholds.get(lang)  # None (no dev): tuned on test itself, noted
             else:
-                examples = examples[:cap]
+                examples = take(examples, cap)
             values = evaluate_one(model, task, examples, tok, cfg, device, entry.get("labels"), lang, **kw)
             if mining:
                 threshold, origin = values.pop("threshold"), values.pop("threshold_from")
@@ -249,6 +254,7 @@ class Pipeline:
 
     def __init__(self, cfg: PipelineConfig, log=print, launcher=None):
         self.cfg, self.log, self.launcher = cfg, log, launcher  # launcher: runs jobs on several workers
+        featcache.use(cfg.cache_dir)  # tokenised features are cached beside phases 2 and 3
         self.device = pick_device(cfg.device)
         self.data_dir = Path(cfg.data_dir).resolve() if cfg.data_dir else None
         self.per_target: dict[str, dict] = {}
@@ -267,6 +273,7 @@ class Pipeline:
         set_seed(cfg.seed)
         ensure_toy_data(cfg, self.log)
         self._data = load_all(cfg, self.data_dir)
+        self.timing["data_load_s"] = time.time() - started
         self.base = base_model(cfg, self.data_dir, self.log)
         self.tok = load_tokenizer(self.base, cfg.model.revision)
         ic = cfg.intermediate
@@ -337,7 +344,8 @@ class Pipeline:
         final = self.summary("test" if "test" in cfg.eval_splits else "validation")
         return {"name": cfg.name, **final, "validation": self.summary("validation"),
                 "mixture": self.probabilities, "base_model": cfg.model.name, "seed": cfg.seed, "phase2": self.phase2,
-                "timing": {**self.timing, "total_s": time.time() - self._started}, "config": cfg.model_dump(),
+                "timing": {**self.timing, "features_s": featcache.STATS["seconds"],
+                           "total_s": time.time() - self._started}, "config": cfg.model_dump(),
                 "distributed": cfg.distributed.model_dump(include={"workers", "strategy"}),
                 "phase3_cache_hits": self.cache_hits}
 

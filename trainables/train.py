@@ -33,25 +33,30 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def _nested(value) -> bool:
+    """A feature field holding several sequences (multiple-choice inputs), not one."""
+    return len(value) > 0 and isinstance(value[0], (list, tuple, np.ndarray))
+
+
 def collate(features: Sequence[dict], pad_id: int) -> Batch:
-    """Pad a list of features to the longest in the batch (multiple choice: [batch, choices, len])."""
-    first = features[0]["input_ids"]
-    choice = bool(first) and isinstance(first[0], list)
+    """Pad a list of features to the longest in the batch (multiple choice: [batch, choices, len]). Fields may
+    be lists (fresh features) or arrays (memory-mapped from the features cache)."""
+    choice = _nested(features[0]["input_ids"])
     seqs = [s for f in features for s in (f["input_ids"] if choice else [f["input_ids"]])]
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     for i, s in enumerate(seqs):
-        ids[i, :len(s)] = torch.tensor(s)
+        ids[i, :len(s)] = torch.as_tensor(np.asarray(s, dtype=np.int64))
     mask = (ids != pad_id).long()
     if choice:
         ids, mask = ids.view(len(features), -1, width), mask.view(len(features), -1, width)
     batch = {"input_ids": ids, "attention_mask": mask}
     if "labels" in features[0]:
         labels = [f["labels"] for f in features]
-        if isinstance(labels[0], list):  # tagging: pad with IGNORE
+        if isinstance(labels[0], (list, np.ndarray)):  # tagging: pad with IGNORE
             padded = torch.full((len(labels), width), IGNORE, dtype=torch.long)
             for i, l in enumerate(labels):
-                padded[i, :len(l)] = torch.tensor(l)
+                padded[i, :len(l)] = torch.as_tensor(np.asarray(l, dtype=np.int64))
             batch["labels"] = padded
         else:
             batch["labels"] = torch.tensor(labels)
@@ -63,28 +68,52 @@ def collate(features: Sequence[dict], pad_id: int) -> Batch:
 
 def _length(feature: dict) -> int:
     ids = feature["input_ids"]
-    return sum(len(s) for s in ids) if ids and isinstance(ids[0], list) else len(ids)
+    return sum(len(s) for s in ids) if _nested(ids) else len(ids)
 
 
-def length_grouped_batches(features: Sequence[dict], batch_size: int, rng: random.Random) -> list[list[int]]:
+def lengths_of(features: Sequence[dict]) -> np.ndarray:
+    """Tokens per feature (a cached FeatureSet knows them without building each feature)."""
+    if hasattr(features, "lengths"):
+        return np.asarray(features.lengths())
+    return np.array([_length(f) for f in features], dtype=np.int64)
+
+
+def length_grouped_batches(lengths: np.ndarray, batch_size: int, rng: random.Random) -> list[list[int]]:
     """Shuffle, sort by length within chunks of 50 batches, cut into batches, shuffle the batch order."""
-    order = list(range(len(features)))
+    order = list(range(len(lengths)))
     rng.shuffle(order)
     chunk = 50 * batch_size
     batches = []
     for start in range(0, len(order), chunk):
-        part = sorted(order[start:start + chunk], key=lambda i: _length(features[i]))
+        part = sorted(order[start:start + chunk], key=lambda i: lengths[i])
         batches += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
     rng.shuffle(batches)
     return batches
 
 
-def epoch_batches(features: Sequence[dict], batch_size: int, pad_id: int, seed: int) -> Iterator[Batch]:
-    """Endless length-grouped batches over `features`, reshuffled every epoch."""
-    rng = random.Random(seed)
-    while True:
-        for idx in length_grouped_batches(features, batch_size, rng):
-            yield collate([features[i] for i in idx], pad_id)
+class LengthGroupedBatches(torch.utils.data.Sampler):
+    """Endless length-grouped batches of indices, reshuffled every epoch (a DataLoader's batch sampler)."""
+
+    def __init__(self, lengths: np.ndarray, batch_size: int, seed: int):
+        self.lengths, self.batch_size, self.seed = lengths, batch_size, seed
+
+    def __iter__(self):
+        rng = random.Random(self.seed)
+        while True:
+            yield from length_grouped_batches(self.lengths, self.batch_size, rng)
+
+
+def epoch_batches(features: Sequence[dict], batch_size: int, pad_id: int, seed: int, workers: int = 0) -> Iterator[Batch]:
+    """Endless length-grouped, dynamically padded batches over `features`. With `workers` > 0 a DataLoader's
+    worker processes collate the next batches while the model trains (the same batches, in the same order)."""
+    sampler = LengthGroupedBatches(lengths_of(features), batch_size, seed)
+    if workers <= 0:
+        return (collate([features[i] for i in idx], pad_id) for idx in sampler)
+    from functools import partial
+
+    return iter(torch.utils.data.DataLoader(features, batch_sampler=sampler, num_workers=workers,
+                                            collate_fn=partial(collate, pad_id=pad_id), persistent_workers=True,
+                                            prefetch_factor=4))
 
 
 def label_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
@@ -262,7 +291,10 @@ def mask_tokens(ids: torch.Tensor, tokenizer, rng: torch.Generator, prob: float 
 
 
 def mlm_batches(tokenizer, lines: Sequence[str], batch_size: int, seed: int, max_length: int = 128) -> Iterator[Batch]:
-    feats = [{"input_ids": ids} for ids in tokenizer(list(lines), truncation=True, max_length=max_length)["input_ids"]]
+    from trainables.featcache import cached
+    from trainables.features import featurize_sentences
+
+    feats = cached(featurize_sentences, lines, tokenizer, max_length)
     rng = torch.Generator().manual_seed(seed)
     for batch in epoch_batches(feats, batch_size, tokenizer.pad_token_id, seed):
         ids, labels = mask_tokens(batch["input_ids"], tokenizer, rng)
