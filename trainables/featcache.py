@@ -154,7 +154,9 @@ class FeatureSet(Sequence):
         columns = {}
         for name, kind in meta["kinds"].items():
             parts = ("",) if kind in ("int", "str") else (".flat", ".offsets") + ((".inner",) if kind == "nested" else ())
-            columns[name] = {p or "values": np.load(Path(folder) / f"{name}{p}.npy", mmap_mode="r") for p in parts}
+            # plain ndarray views of the memory maps: slicing them skips np.memmap's per-slice bookkeeping
+            columns[name] = {p or "values": np.asarray(np.load(Path(folder) / f"{name}{p}.npy", mmap_mode="r"))
+                             for p in parts}
         return cls(columns, meta["kinds"], meta["n"])
 
     def __len__(self) -> int:
@@ -164,19 +166,26 @@ class FeatureSet(Sequence):
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(self.n))]
         out = {}
-        for name, kind in self.kinds.items():
-            col = self.columns[name]
-            if kind in ("int", "str"):
+        for name, kind, col in self._plan:
+            if kind == "scalar":
                 value = col["values"][i]
                 out[name] = value.item() if hasattr(value, "item") else value
-                continue
-            a, b = int(col[".offsets"][i]), int(col[".offsets"][i + 1])
-            if kind in ("seq", "pairs"):
-                out[name] = col[".flat"][a:b]
+            elif kind == "flat":
+                offsets = col[".offsets"]
+                out[name] = col[".flat"][offsets[i]:offsets[i + 1]]
             else:  # a list of sequences: slice the flat array at the inner offsets
+                a, b = int(col[".offsets"][i]), int(col[".offsets"][i + 1])
                 inner = col[".inner"][a:b + 1]
                 out[name] = [col[".flat"][inner[k]:inner[k + 1]] for k in range(b - a)]
         return out
+
+    @property
+    def _plan(self) -> list:
+        """(field, how to read it, its arrays), computed once: reading a feature is a few array slices."""
+        if not hasattr(self, "_plan_cache"):
+            how = {"int": "scalar", "str": "scalar", "seq": "flat", "pairs": "flat", "nested": "nested"}
+            self._plan_cache = [(name, how[kind], self.columns[name]) for name, kind in self.kinds.items()]
+        return self._plan_cache
 
     def lengths(self) -> np.ndarray:
         """Tokens per feature (all choices of a multiple-choice feature together), without building dicts."""
