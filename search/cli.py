@@ -4,11 +4,12 @@
   xstilts data toy --out DIR [--seed N]                write the toy benchmark
   xstilts data prepare TASK... --data-dir DIR          download Hub sources for offline clusters
   xstilts data inspect TASK --data-dir DIR [--json]    examples per split and language
-  xstilts run CONFIG [key=value ...] [--json FILE]     one three-phase pipeline, no Ray
+  xstilts run CONFIG [key=value ...] [--json FILE]     one three-phase pipeline (CONFIG: a preset name or path)
   xstilts search [CONFIG] [key=value ...] [--resume] [--address ADDR] [--json FILE]
                                                        Ray Tune + Optuna search (default: the toy search)
-  xstilts best [CONFIG | SEARCH_DIR]                   the best trial of a finished or running search
-  xstilts report [CONFIG | SEARCH_DIR] [--split test] [--json FILE]   paper-style table, plots, cost
+  xstilts best [SEARCH]                                the best trial of a search (folder, preset or name)
+  xstilts report [SEARCH] [--split test] [--json FILE] paper-style table, plots, cost
+  xstilts presets [--json]                             the presets that ship with xstilts
   xstilts scaling CONFIG [key=value ...]               gain over each model's own baseline vs model size
   xstilts plan CONFIG [key=value ...] --gpus N --gpu-memory-gb G [--json FILE]   memory per GPU; does it fit
   xstilts ui [--port N]                                the MLflow UI on 127.0.0.1 for the local store
@@ -93,7 +94,7 @@ def data_inspect(task: str, data_dir: Optional[Path] = typer.Option(None, "--dat
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
-def run(config: Path = typer.Argument(..., help="A pipeline preset, e.g. configs/pipeline/toy.yaml"),
+def run(config: str = typer.Argument(..., help="A pipeline preset by name (toy) or path (my.yaml)"),
         overrides: Optional[List[str]] = typer.Argument(None, metavar="[KEY=VALUE]..."),
         json_file: Optional[Path] = typer.Option(None, "--json", help="Write the results JSON here."),
         languages: bool = typer.Option(False, "--languages", help="Show per-language scores.")) -> None:
@@ -101,7 +102,7 @@ def run(config: Path = typer.Argument(..., help="A pipeline preset, e.g. configs
     distributed.workers > 1 (then a local Ray runs phase 2 and each target on Ray Train workers)."""
     from trainables.runner import run as run_one
 
-    run_one(str(config), list(overrides or []), str(json_file) if json_file else None, languages, _local_launcher)
+    run_one(config, list(overrides or []), str(json_file) if json_file else None, languages, _local_launcher)
 
 
 def _local_launcher(cfg):
@@ -125,7 +126,7 @@ def _has_gpu() -> bool:
     return ray.cluster_resources().get("GPU", 0) > 0
 
 
-DEFAULT_SEARCH = "configs/search/toy.yaml"
+DEFAULT_SEARCH = "toy"
 
 
 def _split_config(args: list[str]) -> tuple[str, list[str]]:
@@ -148,26 +149,50 @@ def search(args: Optional[List[str]] = typer.Argument(None, metavar="[CONFIG] [K
     run_search(load_search_config(config, overrides), resume, address, str(json_file) if json_file else None, console)
 
 
-@app.command()
-def best(target: Optional[str] = typer.Argument(None, metavar="[CONFIG | SEARCH_DIR]")) -> None:
-    """Print the best trial of a search (finished or still running)."""
-    from search.config import load_search_config
-    from search.summary import build_summary, summary_table
-
-    path = Path(target or DEFAULT_SEARCH)
-    if path.is_dir():
-        state = path / "search.json"
-        if not state.exists():
-            raise XstiltsError(f"{path} is not a search folder (no search.json)")
-        cfg = load_search_config(None, [f"name={path.name}", f"storage={path.parent}"])
-    else:
-        cfg = load_search_config(path)
+def locate_search(target: Optional[str]):
+    """(search config, search folder) of a search given as a folder, a preset (name or path) or the name of a
+    search under the default storage."""
+    from search.config import SearchConfig, load_search_config
     from search.tuner import search_dir
 
-    state = search_dir(cfg) / "search.json"
+    ref = target or DEFAULT_SEARCH
+    path = Path(ref)
+    folder = None
+    if path.is_dir():
+        folder = path.resolve()
+    else:
+        from trainables.presets import find
+
+        try:
+            find(ref, "search")
+            is_preset = True
+        except XstiltsError:
+            is_preset = False
+        if is_preset:
+            folder = search_dir(load_search_config(ref))
+        else:
+            default = search_dir(load_search_config(DEFAULT_SEARCH, [f"name={ref}"]))
+            if not default.is_dir():
+                known = sorted(p.parent.name for p in default.parent.glob("*/search.json"))
+                raise XstiltsError(f"no search {ref!r}: not a folder, a preset or a search under {default.parent}; "
+                                   f"searches there: {', '.join(known) or 'none'}") from None
+            folder = default
+    state = folder / "search.json"
     if not state.exists():
-        raise XstiltsError(f"no search named {cfg.name!r} under {cfg.storage}; run `xstilts search` first")
+        raise XstiltsError(f"no search has run in {folder} (no search.json); run `xstilts search` first")
     info = json.loads(state.read_text())
+    cfg = (SearchConfig.model_validate(info["config"]) if "config" in info
+           else load_search_config(None, [f"name={folder.name}", f"storage={folder.parent}"]))
+    return cfg, folder, info
+
+
+@app.command()
+def best(target: Optional[str] = typer.Argument(None, metavar="[SEARCH]",
+                                                help="A search folder, preset or name (default: toy).")) -> None:
+    """Print the best trial of a search (finished or still running)."""
+    from search.summary import build_summary, summary_table
+
+    cfg, folder, info = locate_search(target)
     summary = build_summary(cfg, info["tracking_uri"], info["parent_run_id"])
     if summary["best"] is None:
         raise XstiltsError(f"search {cfg.name!r} has no finished trial yet")
@@ -175,31 +200,36 @@ def best(target: Optional[str] = typer.Argument(None, metavar="[CONFIG | SEARCH_
 
 
 @app.command()
-def report(target: Optional[str] = typer.Argument(None, metavar="[CONFIG | SEARCH_DIR]"),
+def report(target: Optional[str] = typer.Argument(None, metavar="[SEARCH]",
+                                                  help="A search folder, preset or name (default: toy)."),
            split: str = typer.Option("validation", help="validation (selection split) or test."),
            json_file: Optional[Path] = typer.Option(None, "--json", help="Write the report JSON here.")) -> None:
     """Paper-style table (rows: baseline, single tasks, mixtures; deltas vs baseline), plots, cost."""
-    from search.report import make_report
+    from search.report import make_report, markdown
 
     if split not in ("validation", "test"):
         raise XstiltsError(f"--split must be validation or test, not {split!r}")
-    report_ = make_report(_search_dir(target), split)
-    from search.report import markdown
-
+    _, folder, _ = locate_search(target)
+    report_ = make_report(folder, split)
     print(markdown(report_))
-    console.print("plots: " + ", ".join(report_["plots"]))
+    console.print(f"report written to {folder / 'report'}; plots: " + ", ".join(report_["plots"]))
     if json_file:
         json_file.write_text(json.dumps(report_, indent=1))
 
 
-def _search_dir(target: Optional[str]) -> Path:
-    path = Path(target or DEFAULT_SEARCH)
-    if path.is_dir():
-        return path.resolve()
-    from search.config import load_search_config
-    from search.tuner import search_dir
+@app.command()
+def presets(as_json: bool = typer.Option(False, "--json", help="Emit the list as JSON.")) -> None:
+    """List the presets that ship with xstilts (run one by name: `xstilts run toy`, `xstilts search paper`)."""
+    from trainables.presets import listing
 
-    return search_dir(load_search_config(path))
+    items = listing()
+    if as_json:
+        print(json.dumps(items, indent=1))
+        return
+    table = Table("name", "kind", "what it is")
+    for p in items:
+        table.add_row(p["name"], p["kind"], p["description"])
+    console.print(table)
 
 
 @app.command()
@@ -212,7 +242,7 @@ def scaling(args: List[str] = typer.Argument(..., metavar="CONFIG [KEY=VALUE]...
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
-def plan(config: Path = typer.Argument(..., help="A pipeline preset, e.g. configs/pipeline/xlmr_large_mnli.yaml"),
+def plan(config: str = typer.Argument(..., help="A pipeline preset by name or path, e.g. xlmr_large_mnli"),
          overrides: Optional[List[str]] = typer.Argument(None, metavar="[KEY=VALUE]..."),
          gpus: int = typer.Option(1, "--gpus", min=1, help="GPUs available to one trial."),
          gpu_memory_gb: float = typer.Option(80.0, "--gpu-memory-gb", help="Memory of one GPU."),

@@ -91,10 +91,15 @@ class SearchConfig(Strict):
 
 
 def load_search_config(path: str | Path | None, overrides: list[str] = ()) -> SearchConfig:
+    """A search preset by path or name; `storage` resolves against XSTILTS_HOME (else the working directory)."""
+    from trainables.presets import under_home
+
     raw: dict = {}
+    where = "search config"
     if path is not None:
-        path, raw = read_preset(path, "search config")
+        where, raw = read_preset(path, "search config", kind="search")
     try:
-        return SearchConfig.model_validate(apply_overrides(raw, list(overrides)))
+        cfg = SearchConfig.model_validate(apply_overrides(raw, list(overrides)))
     except ValidationError as exc:
-        raise XstiltsError(_first_error(exc, str(path or "search config"))) from None
+        raise XstiltsError(_first_error(exc, where)) from None
+    return cfg.model_copy(update={"storage": under_home(cfg.storage)})

@@ -145,6 +145,8 @@ def run_search(cfg: SearchConfig, resume: bool = False, address: str | None = No
     parent.close()
     out = console if console.is_terminal else Console(width=200)  # piped: don't squeeze the table into 80 columns
     out.print(summary_table(summary))
+    out.print(f"wrote: search {root} (summary.json, optuna.db, ray/); cache {base.cache_dir}; MLflow experiment "
+              f"{cfg.experiment_name!r} in {uri}")
     return summary
 
 

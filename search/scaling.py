@@ -47,7 +47,7 @@ class ScalingConfig(BaseModel):
 def load_scaling_config(path, overrides=()) -> ScalingConfig:
     from trainables.config import apply_overrides, read_preset
 
-    path, raw = read_preset(path, "scaling config")
+    path, raw = read_preset(path, "scaling config", kind="search")
     try:
         return ScalingConfig.model_validate(apply_overrides(raw, list(overrides)))
     except ValidationError as exc:

@@ -136,7 +136,7 @@ def parent_run(cfg: SearchConfig, uri: str, resume: bool) -> MlflowTracker:
     if run_id is None:
         tracker.log_params({"search/" + k: v for k, v in cfg.model_dump().items()})
         state.write_text(json.dumps({"parent_run_id": tracker.run_id, "tracking_uri": uri,
-                                     "experiment": cfg.experiment_name}))
+                                     "experiment": cfg.experiment_name, "config": cfg.model_dump()}))
     return tracker
 
 

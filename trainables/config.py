@@ -217,34 +217,41 @@ def validate(raw: dict, source: str = "config") -> PipelineConfig:
         raise XstiltsError(_first_error(exc, source)) from None
 
 
-REPO = Path(__file__).resolve().parents[1]
+def read_preset(ref: str | Path, what: str = "config", kind: str = "pipeline") -> tuple[str, dict]:
+    """A YAML preset by path or name (`trainables.presets`) as a mapping (safe_load); one clear line on any
+    problem (missing, malformed, not a mapping, YAML tags that would construct objects)."""
+    from trainables.presets import find
 
-
-def resolve_preset(path: str | Path) -> Path:
-    """A preset path as given (relative to the CWD), else relative to the repository (`configs/...`)."""
-    path = Path(path)
-    return path if path.exists() or path.is_absolute() or not (REPO / path).exists() else REPO / path
-
-
-def read_preset(path: str | Path, what: str = "config") -> tuple[Path, dict]:
-    """A YAML preset as a mapping (safe_load), found via `resolve_preset`; one clear line on any problem."""
-    path = resolve_preset(path)
-    if not path.exists():
-        raise XstiltsError(f"{what} file {path} not found; presets are under configs/")
+    where, text = find(ref, kind)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark else ""
-        raise XstiltsError(f"malformed YAML in {path}{line}; fix the syntax") from None
+        raise XstiltsError(f"malformed YAML in {where}{line}; fix the syntax (plain values only: no !!python "
+                           f"or other tags)") from None
     if not isinstance(raw, dict):
-        raise XstiltsError(f"{path} must hold a mapping of keys, not {type(raw).__name__}")
-    return path, raw
+        raise XstiltsError(f"{where} must hold a mapping of keys, not {type(raw).__name__}")
+    return where, raw
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> PipelineConfig:
-    """Read a YAML preset (safe_load), apply overrides, validate. Paths in it are relative to the CWD."""
+    """Read a YAML preset (by path or name; safe_load), apply overrides, validate. Relative paths in it resolve
+    against XSTILTS_HOME (else the working directory); XSTILTS_CACHE sets cache_dir unless an override does."""
     raw: dict = {}
+    where = "config"
     if path is not None:
-        path, raw = read_preset(path, "config")
-    return validate(apply_overrides(raw, list(overrides)), str(path or "config"))
+        where, raw = read_preset(path, "config")
+    cfg = validate(apply_overrides(raw, list(overrides)), where)
+    return locate(cfg, explicit_cache=any(o.split("=", 1)[0].strip() == "cache_dir" for o in overrides))
+
+
+def locate(cfg: PipelineConfig, explicit_cache: bool = False) -> PipelineConfig:
+    """Absolute paths: relative ones against XSTILTS_HOME or the working directory; XSTILTS_CACHE for the cache."""
+    import os
+
+    from trainables.presets import under_home
+
+    cache = cfg.cache_dir if explicit_cache or not os.environ.get("XSTILTS_CACHE") else os.environ["XSTILTS_CACHE"]
+    return cfg.model_copy(update={"data_dir": under_home(cfg.data_dir), "cache_dir": under_home(cache),
+                                  "output_dir": under_home(cfg.output_dir)})

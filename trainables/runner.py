@@ -64,6 +64,8 @@ def run(config: str, overrides: list[str], json_path: str | None = None, languag
         tmp = path.with_suffix(path.suffix + ".tmp")
         tmp.write_text(json.dumps(results, indent=1))
         tmp.rename(path)  # never a half-written results file
+    print(f"wrote: cache {cfg.cache_dir}" + (f"; results {Path(json_path).resolve()}" if json_path else "")
+          + (f"; MLflow run {tracker.run_id} in {tracker.uri}" if tracker.run_id else ""))
     return results
 
 

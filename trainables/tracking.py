@@ -44,9 +44,12 @@ class NullTracker:
 
 
 def default_uri() -> str:
+    """MLFLOW_TRACKING_URI, else SQLite at <XSTILTS_HOME or the working directory>/mlflow/mlflow.db."""
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
-    store = Path("mlflow").resolve()
+    from trainables.presets import home
+
+    store = home() / "mlflow"
     store.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{store / 'mlflow.db'}"
 
