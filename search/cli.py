@@ -157,7 +157,7 @@ def locate_search(target: Optional[str]):
 
     ref = target or DEFAULT_SEARCH
     path = Path(ref)
-    folder = None
+    folder, is_preset = None, False
     if path.is_dir():
         folder = path.resolve()
     else:
@@ -169,20 +169,28 @@ def locate_search(target: Optional[str]):
         except XstiltsError:
             is_preset = False
         if is_preset:
-            folder = search_dir(load_search_config(ref))
+            cfg = load_search_config(ref)
+            folder = search_dir(cfg)
         else:
             default = search_dir(load_search_config(DEFAULT_SEARCH, [f"name={ref}"]))
             if not default.is_dir():
                 known = sorted(p.parent.name for p in default.parent.glob("*/search.json"))
-                raise XstiltsError(f"no search {ref!r}: not a folder, a preset or a search under {default.parent}; "
+                raise XstiltsError(f"no search {ref!r}: not a folder, a preset or a search under {default.parent} — "
                                    f"searches there: {', '.join(known) or 'none'}") from None
             folder = default
     state = folder / "search.json"
     if not state.exists():
-        raise XstiltsError(f"no search has run in {folder} (no search.json); run `xstilts search` first")
+        raise XstiltsError(f"no search has run in {folder} (no search.json) — run `xstilts search` first")
     info = json.loads(state.read_text())
-    cfg = (SearchConfig.model_validate(info["config"]) if "config" in info
-           else load_search_config(None, [f"name={folder.name}", f"storage={folder.parent}"]))
+    if path.is_dir() or not is_preset:  # a folder or a name: the settings the search ran with
+        cfg = (SearchConfig.model_validate(info["config"]) if "config" in info
+               else load_search_config(None, [f"name={folder.name}", f"storage={folder.parent}"]))
+    from search.summary import unmasked
+
+    info["tracking_uri"] = unmasked(info["tracking_uri"], cfg.tracking_uri, "MLFLOW_TRACKING_URI")
+    if cfg.optuna_storage and "***" in cfg.optuna_storage:
+        raise XstiltsError(f"search {cfg.name!r} stores its Optuna study in {cfg.optuna_storage}, whose password is "
+                           f"never written down", "name its search preset (with the URI) instead of its folder")
     return cfg, folder, info
 
 
@@ -210,7 +218,7 @@ def report(target: Optional[str] = typer.Argument(None, metavar="[SEARCH]",
     if split not in ("validation", "test"):
         raise XstiltsError(f"--split must be validation or test, not {split!r}")
     _, folder, _ = locate_search(target)
-    report_ = make_report(folder, split)
+    report_ = make_report(folder, split, info)
     print(markdown(report_))
     console.print(f"report written to {folder / 'report'}; plots: " + ", ".join(report_["plots"]))
     if json_file:

@@ -64,6 +64,9 @@ class SearchConfig(Strict):
     resources: Resources = Resources()
     scheduler: Scheduler = Scheduler()
     tracking_uri: str | None = None  # default: the pipeline's (SQLite under mlflow/)
+    # The Optuna study: default SQLite in the search folder; a team server: postgresql+psycopg://user@host/db
+    # (the driver is the only Optuna client, so SQLite on the driver's disk is enough for one search at a time)
+    optuna_storage: str | None = None
     experiment: str | None = None  # default: "xstilts-search-<name>"
 
     @field_validator("candidates")
@@ -71,7 +74,7 @@ class SearchConfig(Strict):
     def _known(cls, candidates: list[str]) -> list[str]:
         for c in candidates:
             if c not in INTERMEDIATE:
-                raise ValueError(f"unknown intermediate task {c!r}; choose from {', '.join(INTERMEDIATE)}")
+                raise ValueError(f"unknown intermediate task {c!r} — choose from {', '.join(INTERMEDIATE)}")
         return candidates
 
     @model_validator(mode="after")

@@ -143,13 +143,14 @@ def to_csv(report: dict) -> str:
     return buf.getvalue()
 
 
-def make_report(search_dir: Path, split: str = "validation", log_to_mlflow: bool = True) -> dict:
+def make_report(search_dir: Path, split: str = "validation", info: dict | None = None, log_to_mlflow: bool = True) -> dict:
     from search.plots import gain_heatmap, history_plot, weight_plot
 
     state = search_dir / "search.json"
-    if not state.exists():
-        raise XstiltsError(f"{search_dir} holds no search (no search.json); run `xstilts search` first")
-    info = json.loads(state.read_text())
+    if info is None:
+        if not state.exists():
+            raise XstiltsError(f"{search_dir} holds no search (no search.json) — run `xstilts search` first")
+        info = json.loads(state.read_text())
     runs = list(trial_runs(info["tracking_uri"], info["experiment"], info["parent_run_id"]).values())
     trials, cost = _trial_rows(runs, split), _cost(runs)
     if not trials:

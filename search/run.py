@@ -21,10 +21,10 @@ from search.config import SearchConfig
 from search.space import TrialSpec
 from search.summary import build_summary, mixture_label, summary_table
 from search.trainable import METRIC
-from search.tuner import (base_config, build_tuner, check_fits, check_objective, check_tracking, close_zombies,
-                          init_ray, parent_run, search_dir, trial_context)
+from search.tuner import (base_config, build_tuner, check_fits, check_objective, check_resources, check_tracking,
+                          close_zombies, init_ray, optuna_storage, parent_run, search_dir, trial_context)
 from trainables.errors import XstiltsError
-from trainables.tracking import TrackingStore, default_uri
+from trainables.tracking import TrackingStore, default_uri, mask
 
 
 class LiveTable(tune.Callback):
@@ -99,24 +99,80 @@ class CloseRuns(tune.Callback):
         self._close(trial, "FAILED")
 
 
+def preflight(cfg: SearchConfig, base, uri: str, resume: bool, address: str | None) -> None:
+    """The cheap checks, before Ray starts or anything is written (one line each: what, and how to fix it)."""
+    from trainables.preflight import check_pipeline, check_tracking as check_server
+
+    check_objective(base)
+    check_fits(cfg, base)
+    if base.distributed.workers > 1 and cfg.resources.fan_out > 1:
+        raise XstiltsError("resources.fan_out and distributed.workers > 1 do not combine",
+                           "a trial either fans its targets out or runs each on several workers: set one of them to 1")
+    check_pipeline(base, tuple(cfg.candidates))
+    check_server(uri)
+    check_resume(cfg, resume)
+    if address or os.environ.get("RAY_ADDRESS"):
+        check_address(address or os.environ["RAY_ADDRESS"])
+
+
+def check_resume(cfg: SearchConfig, resume: bool) -> None:
+    """--resume needs a search to resume, with the same search space; a new search must not reuse a name."""
+    root = search_dir(cfg)
+    state = root / "search.json"
+    if not resume:
+        if state.exists():
+            raise XstiltsError(f"a search named {cfg.name!r} already exists in {root}",
+                               "continue it with --resume, or start another with name=<new name>")
+        return
+    if not state.exists() or not (root / "ray").is_dir():
+        raise XstiltsError(f"nothing to resume: no search named {cfg.name!r} in {root.parent}",
+                           "run the search without --resume (or give the storage and name it ran with)")
+    saved = json.loads(state.read_text()).get("config")
+    if saved:
+        keys = ("candidates", "weight", "temperature", "intermediate_lr", "target_lr", "steps", "points_to_evaluate",
+                "pipeline", "overrides", "repeats", "scheduler", "num_samples")
+        now = json.loads(json.dumps(cfg.model_dump(), default=str))
+        changed = [k for k in keys if saved.get(k) != now.get(k)]
+        if changed:
+            raise XstiltsError(f"search {cfg.name!r} ran with another search space or pipeline ({', '.join(changed)} "
+                               f"changed)", "resume with the settings it started with, or start a new search (name=...)")
+
+
+def check_address(address: str, timeout: float = 10.0) -> None:
+    """A Ray address must accept a connection within `timeout` seconds (ray.init would wait much longer)."""
+    import socket
+
+    if address in ("auto", "local") or address.startswith("ray://"):
+        host_port = address[len("ray://"):] if address.startswith("ray://") else None
+        if host_port is None:
+            return
+    else:
+        host_port = address
+    host, _, port = host_port.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
+            return
+    except (OSError, ValueError) as exc:
+        raise XstiltsError(f"no Ray cluster answers at {address} ({type(exc).__name__})",
+                           "start it (`ray start --head`), fix --address / RAY_ADDRESS, or leave both unset for a "
+                           "local Ray") from None
+
+
 def run_search(cfg: SearchConfig, resume: bool = False, address: str | None = None,
                json_path: str | None = None, console: Console | None = None) -> dict:
     console = console or Console()
     started = time.time()
     root = search_dir(cfg)
     base = base_config(cfg)
-    check_objective(base)
-    check_fits(cfg, base)
-    if base.distributed.workers > 1 and cfg.resources.fan_out > 1:
-        raise XstiltsError("resources.fan_out and distributed.workers > 1 do not combine: a trial either fans its "
-                           "targets out or runs each on several workers; set one of them to 1")
+    uri = cfg.tracking_uri or base.tracking.uri or default_uri()
+    preflight(cfg, base, uri, resume, address)  # everything refusable is refused here: nothing written yet
     from trainables.pipeline import base_model, ensure_toy_data
 
-    ensure_toy_data(base, console.print)
-    root.mkdir(parents=True, exist_ok=True)
-    uri = cfg.tracking_uri or base.tracking.uri or default_uri()
     init_ray(address)
     check_tracking(uri)
+    check_resources(cfg, base.distributed.workers)
+    ensure_toy_data(base, console.print)
+    root.mkdir(parents=True, exist_ok=True)
     if base.model.name == "toy":  # phase 1 once, in the driver, before trials race to build it
         base_model(base, Path(base.data_dir) if base.data_dir else None, console.print)
     parent = parent_run(cfg, uri, resume)
@@ -145,8 +201,8 @@ def run_search(cfg: SearchConfig, resume: bool = False, address: str | None = No
     parent.close()
     out = console if console.is_terminal else Console(width=200)  # piped: don't squeeze the table into 80 columns
     out.print(summary_table(summary))
-    out.print(f"wrote: search {root} (summary.json, optuna.db, ray/); cache {base.cache_dir}; MLflow experiment "
-              f"{cfg.experiment_name!r} in {uri}")
+    out.print(f"wrote: search {root} (summary.json, ray/; Optuna study in {mask(optuna_storage(cfg))}); cache "
+              f"{base.cache_dir}; MLflow experiment {cfg.experiment_name!r} in {mask(uri)}")
     return summary
 
 

@@ -119,6 +119,9 @@ def run_scaling(cfg: ScalingConfig, address: str | None = None, console=None) ->
         console.print(f"[bold]{model.label}[/bold]: {params:,.0f} parameters")
         run_search(scfg, address=address, console=console)
         info = json.loads((search_dir(scfg) / "search.json").read_text())
+        from search.summary import unmasked
+
+        info["tracking_uri"] = unmasked(info["tracking_uri"], scfg.tracking_uri, "MLFLOW_TRACKING_URI")
         seeds = _per_seed(info)
         if "baseline" not in seeds:
             raise XstiltsError(f"{model.label}: the baseline ({{}}) must be one of the configurations")

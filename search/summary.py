@@ -7,6 +7,8 @@ split's scores are read off the runs for reports; they never fed the search.
 
 from __future__ import annotations
 
+import os
+
 import optuna
 from optuna.trial import TrialState
 from rich.table import Table
@@ -16,8 +18,9 @@ from search.space import TrialSpec
 from search.tuner import optuna_storage
 from trainables import names
 from trainables.mixture import Mixture
+from trainables.errors import XstiltsError
 from trainables.tasks import TARGETS
-from trainables.tracking import RunRecord, TrackingStore
+from trainables.tracking import RunRecord, TrackingStore, mask
 
 
 def trial_runs(uri: str, experiment: str, parent: str) -> dict[int, RunRecord]:
@@ -64,13 +67,13 @@ def build_summary(cfg: SearchConfig, uri: str, parent: str, errors: int = 0, zom
         })
     done = [t for t in trials if t["state"] == "COMPLETE" and t["average"] is not None]
     best = max(done, key=lambda t: t["average"]) if done else None
-    return {
+    return mask({
         "name": cfg.name, "num_samples": cfg.num_samples, "optuna_storage": optuna_storage(cfg),
         "mlflow": {"tracking_uri": uri, "experiment": cfg.experiment_name, "parent_run_id": parent},
         "trials": trials, "errors": errors, "zombies_closed": zombies,
         "best": None if best is None else {k: best[k] for k in ("number", "mixture", "average", "xtreme",
                                                                "test_average", "test_xtreme", "targets")},
-    }
+    })
 
 
 def summary_table(summary: dict, top: int = 5) -> Table:
@@ -85,3 +88,14 @@ def summary_table(summary: dict, top: int = 5) -> Table:
                       "-" if t["test_average"] is None else f"{t['test_average']:.2f}",
                       *(f"{t['targets'].get(x, float('nan')):.1f}" for x in targets))
     return table
+
+
+def unmasked(uri: str, configured: str | None, env: str) -> str:
+    """A stored URI whose password was masked (***) is taken from the configuration or the environment."""
+    if "***" not in uri:
+        return uri
+    for candidate in (configured, os.environ.get(env)):
+        if candidate and "***" not in candidate:
+            return candidate
+    raise XstiltsError(f"the stored URI {uri} had a password, which is never written down",
+                       f"set {env} (or name the search's preset) to read the search")

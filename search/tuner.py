@@ -30,7 +30,7 @@ from search.trainable import METRIC, TrialContext, run_trial
 from trainables.config import PipelineConfig, load_config, update
 from trainables.errors import XstiltsError
 from trainables.tasks import TARGETS, TASKS
-from trainables.tracking import MlflowTracker
+from trainables.tracking import MlflowTracker, mask
 
 
 class PrunedOptunaSearch(OptunaSearch):
@@ -81,7 +81,7 @@ def search_dir(cfg: SearchConfig) -> Path:
 
 
 def optuna_storage(cfg: SearchConfig) -> str:
-    return f"sqlite:///{search_dir(cfg) / 'optuna.db'}"
+    return cfg.optuna_storage or f"sqlite:///{search_dir(cfg) / 'optuna.db'}"
 
 
 def init_ray(address: str | None) -> None:
@@ -102,7 +102,7 @@ def check_tracking(uri: str) -> None:
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     if len(nodes) > 1 and uri.startswith(("sqlite:", "file:", "/")):
         raise XstiltsError(f"this Ray cluster has {len(nodes)} nodes but the MLflow store {uri} is only reachable "
-                           f"from the driver; run an MLflow tracking server and pass tracking_uri=http://HOST:5000")
+                           f"from the driver — run an MLflow tracking server and pass tracking_uri=http://HOST:5000")
 
 
 def base_config(cfg: SearchConfig) -> PipelineConfig:
@@ -116,7 +116,7 @@ def base_config(cfg: SearchConfig) -> PipelineConfig:
 def check_objective(base: PipelineConfig) -> None:
     """The objective is the validation average: at least one target must have a validation split."""
     if not any(TASKS[t].has_validation for t in base.targets):
-        raise XstiltsError(f"targets {base.targets} have no validation split, so the search has no objective; add "
+        raise XstiltsError(f"targets {base.targets} have no validation split, so the search has no objective — add "
                            f"one of {', '.join(t for t in TARGETS if TASKS[t].has_validation)}")
 
 
@@ -134,9 +134,9 @@ def parent_run(cfg: SearchConfig, uri: str, resume: bool) -> MlflowTracker:
     tracker = MlflowTracker(uri, cfg.experiment_name, f"search-{cfg.name}", run_id=run_id,
                             tags={"xstilts.search": cfg.name, "xstilts.role": "search"})
     if run_id is None:
-        tracker.log_params({"search/" + k: v for k, v in cfg.model_dump().items()})
-        state.write_text(json.dumps({"parent_run_id": tracker.run_id, "tracking_uri": uri,
-                                     "experiment": cfg.experiment_name, "config": cfg.model_dump()}))
+        tracker.log_params({"search/" + k: v for k, v in cfg.model_dump().items()})  # masked by the tracker
+        state.write_text(json.dumps(mask({"parent_run_id": tracker.run_id, "tracking_uri": uri,
+                                          "experiment": cfg.experiment_name, "config": cfg.model_dump()})))
     return tracker
 
 
@@ -171,7 +171,7 @@ def check_resources(cfg: SearchConfig, workers: int = 1) -> None:
     have = ray.cluster_resources()
     for key, need in trial_needs(cfg, workers).items():
         if need > have.get(key, 0):
-            raise XstiltsError(f"one trial needs {need:g} {key} but the Ray cluster has {have.get(key, 0):g}; "
+            raise XstiltsError(f"one trial needs {need:g} {key} but the Ray cluster has {have.get(key, 0):g} — "
                                f"lower resources.{key.lower()} (or resources.fan_out, distributed.workers), or "
                                f"add nodes")
 
@@ -188,7 +188,7 @@ def check_fits(cfg: SearchConfig, base: PipelineConfig) -> None:
         sug = result["suggestion"] or {}
         fix = " ".join(sug.get("overrides", [])) or sug.get("reason", "use more or larger GPUs")
         raise XstiltsError(f"a {base.model.name} trial needs {result['per_gpu_gb']:.1f} GB per GPU on {gpus} GPU(s) "
-                           f"but has {cfg.resources.gpu_memory_gb * min(1.0, cfg.resources.gpu):g} GB; set {fix} "
+                           f"but has {cfg.resources.gpu_memory_gb * min(1.0, cfg.resources.gpu):g} GB — set {fix} "
                            f"in the pipeline overrides (see `xstilts plan`)")
 
 
@@ -199,8 +199,8 @@ def build_tuner(cfg: SearchConfig, ctx: TrialContext, resume: bool, callbacks: l
     exp_dir = search_dir(cfg) / "ray"
     if resume and tune.Tuner.can_restore(str(exp_dir)):
         return tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_errored=True)
-    if resume:
-        raise XstiltsError(f"nothing to resume under {exp_dir}; run the search without --resume")
+    if resume:  # the search.json was written but the driver died before Ray saved its experiment: start afresh
+        pass
     max_t = ctx.n_rungs
     points = [TrialSpec(mixture=p).to_params(cfg.candidates) for p in cfg.points_to_evaluate]
     searcher = PrunedOptunaSearch(

@@ -39,7 +39,7 @@ def test_toy_then_inspect(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["data", "inspect", "nosuchtask", "--data-dir", "."], "unknown task 'nosuchtask'; valid tasks: anli_plus"),
+    (["data", "inspect", "nosuchtask", "--data-dir", "."], "unknown task 'nosuchtask' — valid tasks: anli_plus"),
     (["data", "inspect", "xnli", "--data-dir", "/nonexistent"], "missing source offline"),
     (["data", "inspect", "ccg", "--data-dir", "/nonexistent"], "licensed"),
 ])

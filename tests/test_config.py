@@ -35,7 +35,7 @@ def test_overrides_are_typed():
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["intermediate.mixture={mnlii: 1.0}"], "unknown intermediate task 'mnlii'; choose from anli_plus"),
+    (["intermediate.mixture={mnlii: 1.0}"], "unknown intermediate task 'mnlii' — choose from anli_plus"),
     (["intermediate.mixture={mnli: -1.0}"], "negative weight"),
     (["intermediate.mixture={mnli: 0, qqp: 0}"], "all mixture weights are zero"),
     (["targets=[xnli,nope]"], "unknown target 'nope'"),

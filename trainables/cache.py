@@ -116,7 +116,7 @@ class Entry:
                 self._publish(tmp, meta)
             except OSError as exc:
                 shutil.rmtree(tmp, ignore_errors=True)
-                raise XstiltsError(f"cannot write cache entry {self.path} ({exc.strerror or exc}); free space "
+                raise XstiltsError(f"cannot write cache entry {self.path} ({exc.strerror or exc}) — free space "
                                    f"under {self.root} or set cache_dir elsewhere, then run again") from exc
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -62,11 +62,13 @@ class IntermediateConfig(Strict):
     def _check_mixture(cls, mixture: dict[str, float]) -> dict[str, float]:
         for name, weight in mixture.items():
             if name not in INTERMEDIATE:
-                raise ValueError(f"unknown intermediate task {name!r}; choose from {', '.join(INTERMEDIATE)}")
+                raise ValueError(f"unknown intermediate task {name!r} — choose from {', '.join(INTERMEDIATE)}")
+            if not math.isfinite(weight):
+                raise ValueError(f"weight {weight} for {name} — weights must be finite numbers >= 0")
             if weight < 0:
-                raise ValueError(f"negative weight {weight} for {name}; weights must be >= 0")
+                raise ValueError(f"negative weight {weight} for {name} — weights must be >= 0")
         if mixture and not any(mixture.values()):
-            raise ValueError("all mixture weights are zero; give one a positive weight, or use {} for the baseline")
+            raise ValueError("all mixture weights are zero — give one a positive weight, or use {} for the baseline")
         return mixture
 
     @model_validator(mode="after")
@@ -147,9 +149,11 @@ class PipelineConfig(Strict):
     @field_validator("targets")
     @classmethod
     def _check_targets(cls, targets: list[str]) -> list[str]:
+        if not targets:
+            raise ValueError(f"no targets — name at least one, e.g. targets=[xnli] (all: {', '.join(TARGETS)})")
         for t in targets:
             if t not in TARGETS:
-                raise ValueError(f"unknown target {t!r}; choose from {', '.join(TARGETS)}")
+                raise ValueError(f"unknown target {t!r} — choose from {', '.join(TARGETS)}")
         return targets
 
     @model_validator(mode="after")
@@ -163,7 +167,7 @@ class PipelineConfig(Strict):
 
 def _parse_override(item: str) -> tuple[list[str], object]:
     if "=" not in item:
-        raise XstiltsError(f"override {item!r} is not key=value (e.g. intermediate.lr=1.0e-5)")
+        raise XstiltsError(f"override {item!r} is not key=value", "write it as e.g. intermediate.lr=1.0e-5")
     key, raw = item.split("=", 1)
     try:
         value = yaml.safe_load(raw) if raw else ""
@@ -206,7 +210,9 @@ def _first_error(exc: ValidationError, source: str) -> str:
     where = ".".join(str(p) for p in err["loc"]) or "(top level)"
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
-        msg = "unknown key; check the spelling against configs/pipeline/toy.yaml"
+        msg = "unknown key — check the spelling against the toy preset (xstilts presets)"
+    elif " — " not in msg:
+        msg += f" — fix {where} in the preset or on the command line"
     return f"{source}: {where}: {msg}"
 
 
@@ -225,10 +231,13 @@ def read_preset(ref: str | Path, what: str = "config", kind: str = "pipeline") -
     where, text = find(ref, kind)
     try:
         raw = yaml.safe_load(text) or {}
+    except yaml.constructor.ConstructorError as exc:  # !!python/object and friends: never constructed
+        raise XstiltsError(f"{where} uses a YAML tag that would construct an object ({exc.problem})",
+                           "write plain values (numbers, strings, lists, mappings)") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark else ""
-        raise XstiltsError(f"malformed YAML in {where}{line}; fix the syntax (plain values only: no !!python "
+        raise XstiltsError(f"malformed YAML in {where}{line} — fix the syntax (plain values only: no !!python "
                            f"or other tags)") from None
     if not isinstance(raw, dict):
         raise XstiltsError(f"{where} must hold a mapping of keys, not {type(raw).__name__}")

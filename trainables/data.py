@@ -59,7 +59,7 @@ def read_local(path: Path) -> list[dict]:
         with path.open(encoding="utf-8", newline="") as fh:
             return list(csv.DictReader(fh))
     except Exception as exc:  # pyarrow/json errors are long; keep the user's line short
-        raise XstiltsError(f"cannot read {path} ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
+        raise XstiltsError(f"cannot read {path} ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}) — "
                            f"delete it and re-run `xstilts data prepare`") from exc
 
 
@@ -89,11 +89,11 @@ def read_split(task: Task, source: Source, config: str, split: str, data_dir: Pa
         rows = read_local(path)
         where = str(path)
     elif source.local_only:
-        raise XstiltsError(f"{task.name}: no local files under {data_dir}. {source.local_only}")
+        raise XstiltsError(f"{task.name}: no local files under {data_dir} — {source.local_only}")
     elif offline() or loader is None:
         raise XstiltsError(
             f"{task.name}: missing source offline: {source.hub_id}/{config}/{split} is not under "
-            f"{data_dir or '(no --data-dir)'}; run `xstilts data prepare {task.name} --data-dir DIR` "
+            f"{data_dir or '(no --data-dir)'} — run `xstilts data prepare {task.name} --data-dir DIR` "
             f"where the Hub is reachable, or unset HF_DATASETS_OFFLINE/HF_HUB_OFFLINE")
     else:
         try:
@@ -102,12 +102,12 @@ def read_split(task: Task, source: Source, config: str, split: str, data_dir: Pa
             raise
         except Exception as exc:
             raise XstiltsError(f"{task.name}: cannot load {source.hub_id}/{config} split {split} from the Hub "
-                               f"({type(exc).__name__}); prepare it offline with `xstilts data prepare`") from exc
+                               f"({type(exc).__name__}) — prepare it offline with `xstilts data prepare`") from exc
         where = f"{source.hub_id}/{config}:{split}"
     if rows:
         missing = [c for c in source.columns if c not in rows[0]]
         if missing:
-            raise XstiltsError(f"{task.name}: wrong columns in {where}: missing {missing}; "
+            raise XstiltsError(f"{task.name}: wrong columns in {where}: missing {missing} — "
                                f"expected the Hub schema {list(source.columns)}")
     return rows
 
@@ -162,7 +162,7 @@ def plan(task: Task, split: str, langs: Sequence[str]) -> list[Read]:
 def _split_task(task: Task | str, split: str, data_dir, languages=None) -> tuple[Task, list[str]]:
     task = get_task(task) if isinstance(task, str) else task
     if split not in SPLITS:
-        raise XstiltsError(f"unknown split {split!r}; splits are {SPLITS}")
+        raise XstiltsError(f"unknown split {split!r} — splits are {SPLITS}")
     if split == "train":
         return training_task(task), ["en"]
     return task, list(languages) if languages is not None else task_languages(task, data_dir, split)
@@ -188,7 +188,7 @@ def load_split(task: Task | str, split: str, data_dir: Path | str | None = None,
         rows = read_rows(task, read, data_dir, loader, optional=has_fallback)
         if rows is None:  # a local-only source that is absent, with a fallback after it
             continue
-        for lang, examples in _by_language(task, read, rows).items():
+        for lang, examples in _located(task, read, rows, data_dir).items():
             if not (read.source.fallback and lang in out):
                 out.setdefault(lang, []).extend(examples)
     from trainables.cache import key_of  # the examples know what they were read from (features cache keys)
@@ -197,6 +197,23 @@ def load_split(task: Task | str, split: str, data_dir: Path | str | None = None,
     files = key_of(inputs(asked, split, data_dir))
     return {lang: Examples(exs, {"task": task.name, "sources": [f"{s.hub_id}/{s.config}" for s in task.sources],
                                  "split": split, "lang": lang, "files": files}) for lang, exs in out.items()}
+
+
+def _located(task: Task, read: Read, rows: list[dict], data_dir: Path | None) -> dict[str, list[dict]]:
+    """`_by_language`, with a bad row named by file and row number (found again, row by row, on error)."""
+    try:
+        return _by_language(task, read, rows)
+    except XstiltsError as exc:
+        path = local_path(data_dir, read.source.hub_id, read.config, read.hub_split)
+        where = path or f"{read.source.hub_id}/{read.config}:{read.hub_split}"
+        for n, row in enumerate(rows):
+            try:
+                _by_language(task, read, [row])
+            except XstiltsError:
+                raise XstiltsError(f"{str(exc).split(' — ')[0]} in {where} row {n}",
+                                   "fix or drop that row (labels are the task's label names or their indices), or "
+                                   "re-run `xstilts data prepare`") from None
+        raise
 
 
 def _by_language(task: Task, read: Read, rows: list[dict]) -> dict[str, list[dict]]:
@@ -219,7 +236,7 @@ def read_rows(task: Task, read: Read, data_dir: Path | None, loader=hub_load, op
             return read_bucc_raw(folder, read.config, read.hub_split)
         if optional:
             return None
-        raise XstiltsError(f"{task.name}: no raw files under {folder}. {read.source.local_only}")
+        raise XstiltsError(f"{task.name}: no raw files under {folder} — {read.source.local_only}")
     if optional and read.source.local_only and local_path(data_dir, read.source.hub_id, read.config, read.hub_split) is None:
         return None
     return read_split(task, read.source, read.config, read.hub_split, data_dir, loader)

@@ -34,7 +34,7 @@ class Mixture:
         """Normalised task probabilities (sorted by name); `sizes` are needed for size-based samplers."""
         names = sorted(n for n, w in self.weights.items() if w > 0)
         if any(w < 0 for w in self.weights.values()):
-            raise XstiltsError(f"negative mixture weight in {dict(self.weights)}; weights must be >= 0")
+            raise XstiltsError(f"negative mixture weight in {dict(self.weights)} — weights must be >= 0")
         if not names:
             return {}
         if self.sampler == "explicit":
@@ -49,7 +49,7 @@ class Mixture:
                 n = np.minimum(n, self.cap)
             raw = n ** (1.0 / self.temperature) if self.sampler == "temperature" else n
         if raw.sum() <= 0:
-            raise XstiltsError("mixture probabilities sum to zero; give a task a positive weight")
+            raise XstiltsError("mixture probabilities sum to zero — give a task a positive weight")
         return dict(zip(names, (raw / raw.sum()).tolist()))
 
     def stream(self, seed: int, sizes: Mapping[str, int] | None = None) -> Iterator[str]:

@@ -96,7 +96,7 @@ def load_encoder(path: str | Path, revision: str | None = None) -> nn.Module:
     except TypeError:  # encoders without a pooler argument
         return AutoModel.from_pretrained(str(path), revision=revision)
     except OSError as exc:
-        raise XstiltsError(f"cannot load encoder {path}: {str(exc).splitlines()[0][:160]}; give a Hub id, a "
+        raise XstiltsError(f"cannot load encoder {path}: {str(exc).splitlines()[0][:160]} — give a Hub id, a "
                            f"save_pretrained folder, or model.name=toy") from None
 
 
@@ -121,7 +121,7 @@ def toy_model(data_dir: Path, cache_dir: Path, cfg, seed: int = 0, log=print) ->
     corpus = Path(data_dir) / "mlm" / "corpus.txt"
     tok_dir = Path(data_dir) / "tokenizer"
     if not corpus.exists() or not (tok_dir / "tokenizer.json").exists():
-        raise XstiltsError(f"{data_dir} has no toy corpus/tokenizer; run `xstilts data toy --out {data_dir}`")
+        raise XstiltsError(f"{data_dir} has no toy corpus/tokenizer — run `xstilts data toy --out {data_dir}`")
     payload = {"corpus": file_digest(corpus), "tokenizer": file_digest(tok_dir / "tokenizer.json"),
                "model": [cfg.hidden_size, cfg.layers, cfg.heads, cfg.mlm_steps, cfg.mlm_lr], "seed": seed,
                "version": TOY_VERSION}

@@ -74,7 +74,7 @@ def load_target(name: str, data_dir: Path | None) -> dict:
         entry["train"] = D.load_split(task, "train", data_dir).get("en", [])
         if not entry["train"]:
             raise XstiltsError(f"target {name} has no English training data in {data_dir} "
-                               f"(it trains on {task.train_on}); prepare it or drop it from targets")
+                               f"(it trains on {task.train_on}) — prepare it or drop it from targets")
         entry["labels"] = labels_of(task, entry["train"])
         entry["train"], entry["selection"] = selection_split(task, entry["train"], data_dir)
     return entry
@@ -100,15 +100,15 @@ def selection_inputs(task: Task, data_dir: Path | None) -> list:
 
 
 def ensure_toy_data(cfg: PipelineConfig, log=print) -> None:
-    """The toy world needs no download: generate it when the toy model is asked for and data_dir is empty."""
-    if cfg.model.name != "toy" or not cfg.data_dir:
-        return
-    data_dir = Path(cfg.data_dir)
-    if not data_dir.exists() or not any(data_dir.iterdir()):
+    """The toy world needs no download: with the toy model, the presets' `toy_data` folder is generated on first
+    use. Any other missing data_dir is refused by `trainables.preflight` (a typo never becomes a benchmark)."""
+    from trainables.preflight import toy_data_pending
+
+    if toy_data_pending(cfg):
         from trainables.toy import write_toy
 
-        log(f"writing the toy benchmark to {data_dir} (seed 0)")
-        write_toy(data_dir, seed=0)
+        log(f"writing the toy benchmark to {cfg.data_dir} (seed 0)")
+        write_toy(Path(cfg.data_dir), seed=0)
 
 
 def base_model(cfg: PipelineConfig, data_dir: Path | None, log=print) -> Path | str:

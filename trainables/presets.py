@@ -72,4 +72,4 @@ def find(ref: str | Path, kind: str) -> tuple[str, str]:
         return f"{PACKAGE}/{folder}/{name}.yaml", entry.read_text(encoding="utf-8")
     known = ", ".join(p["name"] for p in listing() if p["kind"] == kind)
     raise XstiltsError(f"{kind} preset {ref!r} not found (no such file here, and no packaged preset of that "
-                       f"name); known {kind} presets: {known}")
+                       f"name) — known {kind} presets: {known}")

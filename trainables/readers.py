@@ -26,7 +26,7 @@ def _label(task: Task, value) -> int | None:
         if value.lstrip("-").isdigit():
             value = int(value)
         else:
-            raise XstiltsError(f"{task.name}: unknown label {value!r}; labels are {list(names)}")
+            raise XstiltsError(f"{task.name}: unknown label {value!r} — labels are {list(names)}")
     if not 0 <= int(value) < len(names):
         raise XstiltsError(f"{task.name}: label {value} out of range for {len(names)} labels")
     return int(value)
@@ -60,6 +60,9 @@ def _tagging(task: Task, rows: list[dict]) -> list[dict]:
     names = task.labels
     out = []
     for row in rows:
+        if names and any(isinstance(t, int) and not 0 <= t < len(names) for t in row[column]):
+            bad = next(t for t in row[column] if isinstance(t, int) and not 0 <= t < len(names))
+            raise XstiltsError(f"{task.name}: tag {bad} out of range for {len(names)} tags")
         tags = [names[t] if isinstance(t, int) and names else str(t) for t in row[column]]
         out.append({"tokens": list(row["tokens"]), "tags": tags})
     return out
@@ -131,7 +134,7 @@ def read_bucc_raw(folder: Path, config: str, split: str) -> list[dict]:
     src, trg, gold = (lines(p) for p in raw_bucc_files(folder, config, split))
     for path, rows in zip(raw_bucc_files(folder, config, split), (src, trg, gold)):
         if any(len(r) != 2 for r in rows):
-            raise XstiltsError(f"malformed {path}: every line must be two tab-separated fields; re-extract the "
+            raise XstiltsError(f"malformed {path}: every line must be two tab-separated fields — re-extract the "
                                f"official bucc2018-{config}.{split}-gold.tar.bz2")
     return [{"ids1": [r[0] for r in src], "sentences1": [r[1] for r in src], "ids2": [r[0] for r in trg],
              "sentences2": [r[1] for r in trg], "gold": gold}]

@@ -41,12 +41,19 @@ def run(config: str, overrides: list[str], json_path: str | None = None, languag
     """One pipeline. `launcher_for(cfg)` gives the job launcher for `distributed.workers > 1` (`xstilts run`
     passes Ray Train's; `python -m trainables` has none and refuses such configs)."""
     from trainables.pipeline import run_pipeline
-    from trainables.tracking import MlflowTracker, NullTracker
+    from trainables.tracking import MlflowTracker, NullTracker, mask
 
     cfg = load_config(config, overrides)
     if cfg.distributed.workers > 1 and launcher_for is None:
         raise XstiltsError("distributed.workers > 1 runs on Ray Train workers: use `xstilts run` (not "
                            "`python -m trainables run`), or set distributed.workers=1")
+    from trainables.preflight import check_pipeline, check_tracking
+
+    check_pipeline(cfg)  # cheap checks first: nothing is written or started before they pass
+    if cfg.tracking.enabled:
+        from trainables.tracking import default_uri
+
+        check_tracking(cfg.tracking.uri or default_uri())
     launcher = launcher_for(cfg) if cfg.distributed.workers > 1 else None
     tracker = NullTracker()
     if cfg.tracking.enabled:
@@ -65,7 +72,7 @@ def run(config: str, overrides: list[str], json_path: str | None = None, languag
         tmp.write_text(json.dumps(results, indent=1))
         tmp.rename(path)  # never a half-written results file
     print(f"wrote: cache {cfg.cache_dir}" + (f"; results {Path(json_path).resolve()}" if json_path else "")
-          + (f"; MLflow run {tracker.run_id} in {tracker.uri}" if tracker.run_id else ""))
+          + (f"; MLflow run {tracker.run_id} in {mask(tracker.uri)}" if tracker.run_id else ""))
     return results
 
 

@@ -315,7 +315,7 @@ def get_task(name: str) -> Task:
     try:
         return TASKS[name]
     except KeyError:
-        raise XstiltsError(f"unknown task {name!r}; valid tasks: {', '.join(TASKS)}") from None
+        raise XstiltsError(f"unknown task {name!r} — valid tasks: {', '.join(TASKS)}") from None
 
 
 def training_task(target: Task) -> Task:

@@ -20,7 +20,21 @@ from dataclasses import dataclass, field
 from trainables import names
 from trainables.errors import XstiltsError
 
-SECRET_HINTS = ("token", "secret", "password", "key")
+SECRET_HINTS = ("token", "secret", "password", "passwd", "credential")  # parameter names never logged
+
+
+def mask(value):
+    """`value` with every URI password (`scheme://user:password@host`) replaced by *** — for anything written:
+    params, tags, summaries, logs. Mappings and lists are masked deeply."""
+    import re
+
+    if isinstance(value, str):
+        return re.sub(r"(\w[\w+.-]*://[^:/@\s]*):[^@\s]+@", r"\1:***@", value)
+    if isinstance(value, dict):
+        return {k: mask(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(mask(v) for v in value)
+    return value
 
 
 class Tracker(Protocol):
@@ -49,9 +63,7 @@ def default_uri() -> str:
         return os.environ["MLFLOW_TRACKING_URI"]
     from trainables.presets import home
 
-    store = home() / "mlflow"
-    store.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{store / 'mlflow.db'}"
+    return f"sqlite:///{home() / 'mlflow' / 'mlflow.db'}"
 
 
 def artifact_location(uri: str, experiment: str) -> str | None:
@@ -70,6 +82,8 @@ class MlflowTracker:
         from mlflow import MlflowClient
 
         self.uri = uri or default_uri()
+        if self.uri.startswith("sqlite:///"):  # the store's folder is made when a run is made, not before
+            Path(self.uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         self.client = MlflowClient(self.uri)
         try:
             exp = self.client.get_experiment_by_name(experiment)
@@ -79,7 +93,7 @@ class MlflowTracker:
                 # MLflow 3 otherwise opens experiments in its GenAI view; these are training runs
                 self.client.set_experiment_tag(exp_id, "mlflow.experimentKind", "custom_model_development")
         except Exception as exc:
-            raise XstiltsError(f"MLflow tracking store {self.uri} is unreachable ({type(exc).__name__}); start the "
+            raise XstiltsError(f"MLflow tracking store {mask(self.uri)} is unreachable ({type(exc).__name__}) — start the "
                                f"server, fix tracking.uri, or set tracking.enabled=false") from None
         all_tags = dict(tags or {})
         if parent_run_id:
@@ -90,7 +104,7 @@ class MlflowTracker:
     def log_params(self, params):
         from mlflow.entities import Param
 
-        items = [Param(k, str(v)[:6000]) for k, v in params.items()
+        items = [Param(k, mask(str(v))[:6000]) for k, v in params.items()
                  if not any(h in k.lower() for h in SECRET_HINTS)]  # never log secrets such as HF_TOKEN
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[i:i + 100])
@@ -106,13 +120,13 @@ class MlflowTracker:
     def set_tags(self, tags):
         from mlflow.entities import RunTag
 
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        self.client.log_batch(self.run_id, tags=[RunTag(k, mask(str(v))) for k, v in tags.items()])
 
     def log_dict(self, data, name):
-        self.client.log_text(self.run_id, json.dumps(data, indent=1), name)
+        self.client.log_text(self.run_id, json.dumps(mask(data), indent=1, default=str), name)
 
     def log_text(self, text: str, name: str) -> None:
-        self.client.log_text(self.run_id, text, name)
+        self.client.log_text(self.run_id, mask(text), name)
 
     def log_artifact(self, path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
