@@ -10,6 +10,7 @@
   xstilts best [SEARCH]                                the best trial of a search (folder, preset or name)
   xstilts report [SEARCH] [--split test] [--json FILE] paper-style table, plots, cost
   xstilts presets [--json]                             the presets that ship with xstilts
+  xstilts dashboard [SEARCH] [--port 8080]             optuna-dashboard on 127.0.0.1 for a search's study
   xstilts scaling CONFIG [key=value ...]               gain over each model's own baseline vs model size
   xstilts plan CONFIG [key=value ...] --gpus N --gpu-memory-gb G [--json FILE]   memory per GPU; does it fit
   xstilts ui [--port N]                                the MLflow UI on 127.0.0.1 for the local store
@@ -216,13 +217,31 @@ def report(target: Optional[str] = typer.Argument(None, metavar="[SEARCH]",
     from search.report import make_report, markdown
 
     if split not in ("validation", "test"):
-        raise XstiltsError(f"--split must be validation or test, not {split!r}")
-    _, folder, _ = locate_search(target)
+        raise XstiltsError(f"--split must be validation or test, not {split!r}", "pass --split validation or --split test")
+    _, folder, info = locate_search(target)
     report_ = make_report(folder, split, info)
     print(markdown(report_))
     console.print(f"report written to {folder / 'report'}; plots: " + ", ".join(report_["plots"]))
     if json_file:
         json_file.write_text(json.dumps(report_, indent=1))
+
+
+@app.command()
+def dashboard(target: Optional[str] = typer.Argument(None, metavar="[SEARCH]",
+                                                     help="A search folder, preset or name (default: toy)."),
+              port: int = typer.Option(8080, help="Port on 127.0.0.1.")) -> None:
+    """Serve optuna-dashboard on 127.0.0.1 for a search's Optuna study (history, importances, parallel coordinates)."""
+    import os
+
+    from search.tuner import optuna_storage
+    from trainables.tracking import mask
+
+    cfg, _, _ = locate_search(target)
+    storage = optuna_storage(cfg)
+    console.print(f"optuna-dashboard for study {cfg.name!r} ({mask(storage)}) at http://127.0.0.1:{port}")
+    os.execvp(sys.executable, [sys.executable, "-c", "import sys; from optuna_dashboard._cli import main; "
+                               "sys.argv[0] = 'optuna-dashboard'; sys.exit(main())", storage,
+                               "--host", "127.0.0.1", "--port", str(port)])
 
 
 @app.command()

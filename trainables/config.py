@@ -240,7 +240,8 @@ def read_preset(ref: str | Path, what: str = "config", kind: str = "pipeline") -
         raise XstiltsError(f"malformed YAML in {where}{line} — fix the syntax (plain values only: no !!python "
                            f"or other tags)") from None
     if not isinstance(raw, dict):
-        raise XstiltsError(f"{where} must hold a mapping of keys, not {type(raw).__name__}")
+        raise XstiltsError(f"{where} must hold a mapping of keys, not {type(raw).__name__}",
+                           "write `key: value` lines, as the packaged presets do (xstilts presets)")
     return where, raw
 
 
