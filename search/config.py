@@ -42,6 +42,7 @@ class Scheduler(Strict):
     enabled: bool = True  # ASHA over the per-target rungs
     grace_period: int = Field(2, ge=1)
     reduction_factor: int = Field(2, ge=2)
+    protect_seeded: bool = True  # the seeded points (baseline, known mixtures) always run to the last rung
 
 
 class SearchConfig(Strict):

@@ -20,11 +20,11 @@ from ray import tune
 from search.config import SearchConfig
 from search.space import TrialSpec
 from search.summary import build_summary, mixture_label, summary_table
-from search.trainable import METRIC
+from search.trainable import METRIC, SPILL
 from search.tuner import (base_config, build_tuner, check_fits, check_objective, check_resources, check_tracking,
-                          close_zombies, init_ray, optuna_storage, parent_run, search_dir, trial_context)
+                          init_ray, settle_study, optuna_storage, parent_run, search_dir, trial_context)
 from trainables.errors import XstiltsError
-from trainables.tracking import TrackingStore, default_uri, mask
+from trainables.tracking import TrackingStore, default_uri, flush_spilled, mask
 
 
 class LiveTable(tune.Callback):
@@ -83,20 +83,59 @@ class LiveTable(tune.Callback):
 
 
 class CloseRuns(tune.Callback):
-    """Trials ASHA stops are killed mid-run: close their MLflow runs from the driver (FINISHED; FAILED on error)."""
+    """Trials ASHA stops are killed mid-run: close their MLflow runs from the driver (FINISHED; FAILED on error).
+    A close the tracking server refuses (it is down) is tried again at the next event and at the end."""
 
     def __init__(self, uri: str, experiment: str):
         self.uri, self.experiment = uri, experiment
+        self.pending: dict[str, str] = {}  # trial id -> status not yet set
 
     def _close(self, trial, status: str) -> None:
-        # Ray's verdict on the trial is the final one
-        TrackingStore(self.uri).terminate(self.experiment, "ray.trial_id", trial.trial_id, status)
+        self.pending[trial.trial_id] = status  # Ray's verdict on the trial is the final one
+        self.retry()
+
+    def retry(self) -> bool:
+        for trial_id, status in list(self.pending.items()):
+            try:
+                TrackingStore(self.uri).terminate(self.experiment, "ray.trial_id", trial_id, status)
+            except Exception:  # the tracking server is down: keep it for later
+                return False
+            del self.pending[trial_id]
+        return True
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._close(trial, "FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._close(trial, "FAILED")
+
+
+def finish_tracking(root: Path, closer: CloseRuns, patience_s: float = 120.0) -> None:
+    """At the search's end, send what trials could not (the tracking server was down, or a trial was stopped
+    while it was), then the closes the driver could not; waits up to `patience_s` for the server."""
+    left = flush_spilled(root / SPILL, patience_s)
+    deadline = time.time() + patience_s
+    while not closer.retry() and time.time() < deadline:
+        time.sleep(5)
+    if left or closer.pending:
+        raise XstiltsError(f"the tracking server did not come back within {patience_s:.0f} s: "
+                           f"{len(left)} trials' metrics wait in {root / SPILL}",
+                           "start the tracking server, then `xstilts search ... --resume` sends them")
+
+
+def ray_log_to(path: Path) -> None:
+    """Ray Tune's own log (trial failures with their tracebacks, retries) goes to a file in the search folder;
+    the terminal keeps the live table and one `error:` line per problem."""
+    import logging
+    import sys
+
+    logger = logging.getLogger("ray")
+    for handler in list(logger.handlers):
+        if isinstance(handler, logging.StreamHandler) and getattr(handler, "stream", None) in (sys.stderr, sys.stdout):
+            logger.removeHandler(handler)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
 
 
 def preflight(cfg: SearchConfig, base, uri: str, resume: bool, address: str | None) -> None:
@@ -173,11 +212,13 @@ def run_search(cfg: SearchConfig, resume: bool = False, address: str | None = No
     check_resources(cfg, base.distributed.workers)
     ensure_toy_data(base, console.print)
     root.mkdir(parents=True, exist_ok=True)
+    ray_log_to(root / "ray-driver.log")
     if base.model.name == "toy":  # phase 1 once, in the driver, before trials race to build it
         base_model(base, Path(base.data_dir) if base.data_dir else None, console.print)
     parent = parent_run(cfg, uri, resume)
     ctx = trial_context(cfg, base, uri, parent.run_id)
-    callbacks = [LiveTable(list(cfg.candidates)), CloseRuns(uri, cfg.experiment_name)]
+    closer = CloseRuns(uri, cfg.experiment_name)
+    callbacks = [LiveTable(list(cfg.candidates)), closer]
     if base.distributed.workers > 1:
         from search.distributed import RemoveTrainPlacementGroups
 
@@ -185,7 +226,8 @@ def run_search(cfg: SearchConfig, resume: bool = False, address: str | None = No
     tuner = build_tuner(cfg, ctx, resume, callbacks)
     fit_started = time.time()
     results = tuner.fit()
-    zombies = close_zombies(cfg)
+    finish_tracking(root, closer)
+    zombies = settle_study(cfg, results, ctx.n_rungs)
     summary = build_summary(cfg, uri, parent.run_id, errors=results.num_errors, zombies=zombies)
     summary["timing"] = {"total_s": time.time() - started, "fit_s": time.time() - fit_started}
     _write(root / "summary.json", summary)
@@ -201,9 +243,27 @@ def run_search(cfg: SearchConfig, resume: bool = False, address: str | None = No
     parent.close()
     out = console if console.is_terminal else Console(width=200)  # piped: don't squeeze the table into 80 columns
     out.print(summary_table(summary))
-    out.print(f"wrote: search {root} (summary.json, ray/; Optuna study in {mask(optuna_storage(cfg))}); cache "
+    out.print(f"wrote: search {root} (summary.json, ray/, ray-driver.log; Optuna study in {mask(optuna_storage(cfg))}); cache "
               f"{base.cache_dir}; MLflow experiment {cfg.experiment_name!r} in {mask(uri)}")
+    if results.num_errors:
+        what, fix = first_error(results)
+        raise XstiltsError(f"{results.num_errors} of {len(results)} trials failed (after {cfg.max_failures} "
+                           f"retries each); the first: {what}",
+                           fix or "fix the cause, then `xstilts search ... --resume` reruns them from their checkpoints")
     return summary
+
+
+def first_error(results) -> tuple[str, str | None]:
+    """The first failed trial's error, one line: (what, fix) of an XstiltsError, else (last line, None)."""
+    for result in results:
+        if result.error is None:
+            continue
+        lines = [line for line in str(result.error).splitlines() if "XstiltsError:" in line]
+        if lines:
+            what, _, fix = lines[-1].split("XstiltsError:", 1)[1].strip().partition(" — ")
+            return mask(what), mask(fix) or None
+        return mask(str(result.error).strip().splitlines()[-1]), None
+    return "unknown", None
 
 
 def _write(path: Path, data: dict) -> None:

@@ -9,12 +9,16 @@ bundles when `resources.fan_out > 1`.
 Resume is a cache hit: a retried or restored trial starts again from the top; phases 2 and 3 come back from
 the content-addressed cache, and rungs already reported (its checkpointed `TrialState`) are not reported again.
 Each trial logs one MLflow run nested under the search's parent run, tagged with the Ray trial id, the Optuna
-trial number, the node and the phase-2 cache hit; a restarted trial finds its run again by tag.
+trial number, the node and the phase-2 cache hit; a restarted trial finds its run again by tag. Its tracking
+calls are buffered: while the tracking server is down they queue (mirrored to `<search>/tracking-pending/`) and
+go out when it is back, from the trial or, for a trial that ended first, from the driver at the search's end.
+Each attempt writes its PID to `<search>/pids/<trial id>`.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -28,10 +32,11 @@ from search.space import TrialSpec
 from trainables import names
 from trainables.config import PipelineConfig
 from trainables.pipeline import Pipeline, summarise
-from trainables.tracking import MlflowTracker, NullTracker, TrackingStore, flatten_results
+from trainables.tracking import MlflowTracker, NullTracker, flatten_results
 
 METRIC = names.OBJECTIVE
 STATE = "state.json"
+SPILL = "tracking-pending"  # <search>/tracking-pending/<trial id>.json: tracking calls a trial could not send yet
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,7 @@ class TrialContext:
     train_storage: str = ""  # Ray Train runs (distributed.workers > 1): their sharded checkpoints
     registry: str = ""  # placement groups of Train runs, for RemoveTrainPlacementGroups
     max_failures: int = 2
+    search_dir: str = ""  # the search's folder: trials' PID files, tracking calls not yet sent
 
     @property
     def seeds(self) -> list[int]:
@@ -83,17 +89,26 @@ class TrialState:
 
 
 def _tracker(ctx: TrialContext, params: dict, trial_id: str, state: TrialState):
+    """The trial's MLflow run: the one an earlier attempt made (by checkpointed id, else by the Ray trial id
+    tag), else a new one. Buffered: a tracking server that is down for a while does not fail the trial."""
     if not ctx.tracking_uri:
         return NullTracker()
     tags = {"ray.trial_id": trial_id, "optuna.trial": str(params.get("optuna_trial", "")),
             "node": ray.get_runtime_context().get_node_id()[:12], "xstilts.search": ctx.name}
-    found = None if state.mlflow_run_id else TrackingStore(ctx.tracking_uri).find(ctx.experiment, "ray.trial_id", trial_id)
-    run_id = state.mlflow_run_id or (found.run_id if found else None)
+    spill = Path(ctx.search_dir) / SPILL / f"{trial_id}.json" if ctx.search_dir else None
     tracker = MlflowTracker(ctx.tracking_uri, ctx.experiment, f"trial-{params.get('optuna_trial')}",
-                            parent_run_id=ctx.parent_run_id, tags=tags, run_id=run_id)
-    if run_id:
-        tracker.set_tags(tags)  # the node may have changed after a restart
+                            parent_run_id=ctx.parent_run_id, tags=tags, run_id=state.mlflow_run_id, spill=spill,
+                            reuse_tag=("ray.trial_id", trial_id))
+    tracker.set_tags(tags)  # the node may have changed after a restart
     return tracker
+
+
+def _pid_file(ctx: TrialContext, trial_id: str) -> None:
+    """`<search>/pids/<trial id>`: the process running the trial now (fault-injection tests kill it by PID)."""
+    if ctx.search_dir:
+        folder = Path(ctx.search_dir) / "pids"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / trial_id).write_text(json.dumps({"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()}))
 
 
 def mean_splits(per_seed: list[dict]) -> dict:
@@ -138,6 +153,7 @@ def run_trial(params: dict, ctx: TrialContext) -> None:
     state = TrialState.load(tune.get_checkpoint())
     spec = TrialSpec.from_params(params, ctx.candidates)
     trial_id = tune.get_context().get_trial_id()
+    _pid_file(ctx, trial_id)
     tracker = _tracker(ctx, params, trial_id, state)
     state.mlflow_run_id = tracker.run_id
     clock = time.time()
@@ -165,6 +181,7 @@ def run_trial(params: dict, ctx: TrialContext) -> None:
             cost = {"cost/cpu_hours": hours * ctx.cpu, "cost/gpu_hours": hours * ctx.gpu}
             tracker.log_metrics({**metrics, **cost}, step=rung)
             state.rung = rung
+            state.mlflow_run_id = tracker.run_id  # None while a tracking server is down at the trial's start
             _report({"rung": rung, **{k: v for k, v in metrics.items() if _reported(k)}, **cost}, state)
     except Exception:
         tracker.close("FAILED")

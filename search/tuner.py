@@ -34,8 +34,9 @@ from trainables.tracking import MlflowTracker, mask
 
 
 class PrunedOptunaSearch(OptunaSearch):
-    """OptunaSearch that tells Optuna PRUNED for trials a scheduler stopped before max_t, and adopts
-    Optuna trials left RUNNING by a crashed driver instead of asking new ones."""
+    """OptunaSearch that tells Optuna PRUNED for trials a scheduler stopped before max_t, adopts Optuna
+    trials left RUNNING by a crashed driver instead of asking new ones, and leaves the trials that failed
+    (out of retries) RUNNING, for `--resume` to finish."""
 
     def __init__(self, *args, max_t: int, **kwargs):
         super().__init__(*args, **kwargs)
@@ -51,6 +52,10 @@ class PrunedOptunaSearch(OptunaSearch):
         return super().suggest(trial_id)
 
     def on_trial_complete(self, trial_id: str, result=None, error: bool = False):
+        if error and trial_id in self._ot_trials:
+            # Out of retries: leave its Optuna trial RUNNING, not FAIL, so `--resume` (which reruns errored
+            # trials from their checkpoints) can still finish it as the same Optuna trial.
+            return
         if (result and not error and trial_id not in self._completed_trials and trial_id in self._ot_trials
                 and result.get("training_iteration", self._max_t) < self._max_t):
             ot_trial = self._ot_trials[trial_id]
@@ -63,17 +68,55 @@ class PrunedOptunaSearch(OptunaSearch):
 class SeededASHA(ASHAScheduler):
     """ASHA that never stops the seeded configurations (points_to_evaluate: the baseline, known mixtures):
     reports compare everything against them, so they always run to the last rung. Optuna asks the enqueued
-    points first, so they are Optuna trials 0 .. k-1."""
+    points first, so they are Optuna trials 0 .. k-1.
 
-    def __init__(self, *args, protected: int = 0, **kwargs):
+    It also keeps its rung records in `records` (`<search>/asha.json`, rewritten after every result): Ray Tune
+    restores a search's trials and searcher after a crash but not its scheduler (ray-project/ray#30838), and
+    an ASHA that forgot its rungs would let through trials the uninterrupted search stops. On unpickling (what
+    `Tuner.restore` does) it reads them back, with the trials it already stopped: a trial stopped just before
+    the crash, whose stop Ray had not saved yet, is stopped again when it reports.
+    """
+
+    def __init__(self, *args, protected: int = 0, records: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self._protected = protected
+        self._records = records
+        self._stopped: dict[str, int] = {}  # trial id -> the rung it was stopped at
 
     def on_trial_result(self, tune_controller, trial, result):
         decision = super().on_trial_result(tune_controller, trial, result)
         if trial.config.get("optuna_trial", self._protected) < self._protected:
-            return self.CONTINUE
+            decision = self.CONTINUE
+        at = result.get(self._time_attr, 0)
+        if trial.trial_id in self._stopped and at >= self._stopped[trial.trial_id]:
+            decision = self.STOP
+        elif decision == self.STOP:
+            self._stopped[trial.trial_id] = at
+        self._save()
         return decision
+
+    def on_trial_complete(self, tune_controller, trial, result):
+        super().on_trial_complete(tune_controller, trial, result)
+        self._save()
+
+    def _save(self) -> None:
+        if not self._records:
+            return
+        path = Path(self._records)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps({"rungs": [[[m, rec] for m, rec in b._rungs] for b in self._brackets],
+                                   "stopped": self._stopped}))
+        tmp.replace(path)
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        path = Path(self._records) if self._records else None
+        if path is None or not path.exists():
+            return
+        saved = json.loads(path.read_text())
+        for bracket, rungs in zip(self._brackets, saved["rungs"]):
+            bracket._rungs = [(m, dict(rec)) for m, rec in rungs]
+        self._stopped = dict(saved["stopped"])
 
 
 def search_dir(cfg: SearchConfig) -> Path:
@@ -125,7 +168,8 @@ def trial_context(cfg: SearchConfig, base: PipelineConfig, uri: str | None, pare
                         experiment=cfg.experiment_name, parent_run_id=parent, seed=base.seed, repeats=cfg.repeats,
                         cpu=cfg.resources.cpu, gpu=cfg.resources.gpu, fan_out=cfg.resources.fan_out,
                         train_storage=str(Path(base.cache_dir) / "ray-train"),
-                        registry=str(search_dir(cfg) / "train-pgs"), max_failures=cfg.max_failures)
+                        registry=str(search_dir(cfg) / "train-pgs"), max_failures=cfg.max_failures,
+                        search_dir=str(search_dir(cfg)))
 
 
 def parent_run(cfg: SearchConfig, uri: str, resume: bool) -> MlflowTracker:
@@ -209,7 +253,8 @@ def build_tuner(cfg: SearchConfig, ctx: TrialContext, resume: bool, callbacks: l
         sampler=optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=min(10, max(2, cfg.num_samples // 3))),
         storage=optuna.storages.RDBStorage(optuna_storage(cfg)), study_name=cfg.name)
     scheduler = (SeededASHA(time_attr="training_iteration", max_t=max_t, grace_period=min(cfg.scheduler.grace_period, max_t),
-                            reduction_factor=cfg.scheduler.reduction_factor, protected=len(cfg.points_to_evaluate))
+                            reduction_factor=cfg.scheduler.reduction_factor, records=str(search_dir(cfg) / "asha.json"),
+                            protected=len(cfg.points_to_evaluate) if cfg.scheduler.protect_seeded else 0)
                  if cfg.scheduler.enabled and max_t > 1 else FIFOScheduler())
     return tune.Tuner(
         trainable,
@@ -221,10 +266,23 @@ def build_tuner(cfg: SearchConfig, ctx: TrialContext, resume: bool, callbacks: l
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
 
 
-def close_zombies(cfg: SearchConfig) -> int:
-    """Optuna trials still RUNNING after fit() belong to no Ray trial: mark them FAIL."""
+def settle_study(cfg: SearchConfig, results, max_t: int) -> int:
+    """After fit(), make the Optuna study agree with Ray's verdicts; returns how many zombies were closed.
+    A RUNNING Optuna trial whose Ray trial finished is told COMPLETE (or PRUNED, stopped before the last rung):
+    Tune's ConcurrencyLimiter drops the completion of a trial that failed once and was resumed. One with no
+    Ray trial is a zombie of a crash: FAIL. One whose Ray trial failed stays RUNNING: `--resume` reruns it."""
     study = optuna.load_study(study_name=cfg.name, storage=optuna_storage(cfg))
-    zombies = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    for t in zombies:
-        study.tell(t.number, state=TrialState.FAIL)
-    return len(zombies)
+    by_number = {r.config.get("optuna_trial"): r for r in results if r.config}
+    zombies = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        result = by_number.get(t.number)
+        if result is None:
+            study.tell(t.number, state=TrialState.FAIL)
+            zombies += 1
+        elif result.error is None:
+            metrics = result.metrics or {}
+            if metrics.get("training_iteration", 0) >= max_t and metrics.get(METRIC) is not None:
+                study.tell(t.number, metrics[METRIC])
+            else:
+                study.tell(t.number, state=TrialState.PRUNED)
+    return zombies

@@ -13,6 +13,7 @@ from optuna.trial import TrialState
 
 from search.config import load_search_config
 from search.space import TrialSpec, define_space
+from search.trainable import METRIC
 from search.tuner import PrunedOptunaSearch
 from trainables.cache import Cache
 from trainables.config import load_config
@@ -118,3 +119,85 @@ def test_truncated_cache_entry_is_detected(tmp_path):
     assert not entry.valid()
     shutil.rmtree(path)
     assert not entry.valid()
+
+
+def _asha_run(scheduler_factory, rewards, crash_after=None, records=None):
+    """Trials report rungs 1..3 one after another (max_concurrent_trials=1); rewards[t][r] is trial t's value at
+    rung r+1. With `crash_after=(t, r)`, the driver dies once trial t has reported rung r: the scheduler comes
+    back the way `Tuner.restore` brings it back (unpickled from the copy pickled at the search's start), all
+    trials are re-added, and trial t goes on from its checkpoint. Returns {trial: rung it stopped at}."""
+    import pickle
+    from types import SimpleNamespace
+
+    sched = scheduler_factory()
+    at_start = pickle.dumps(sched)
+    trials = [SimpleNamespace(trial_id=f"t{i}", config={"optuna_trial": i}) for i in range(len(rewards))]
+    stopped = {}
+    for t, trial in enumerate(trials):
+        sched.on_trial_add(None, trial)
+        for rung, value in enumerate(rewards[t], start=1):
+            decision = sched.on_trial_result(None, trial, {"training_iteration": rung, METRIC: value})
+            if (t, rung) == crash_after:
+                sched = pickle.loads(at_start)
+                for tr in trials[:t + 1]:
+                    sched.on_trial_add(None, tr)
+            if decision == sched.STOP and rung < len(rewards[t]):  # (at the last rung: done, not stopped)
+                stopped[t] = rung
+                break
+        if t not in stopped:
+            sched.on_trial_complete(None, trial, {"training_iteration": len(rewards[t]), METRIC: value})
+    return stopped
+
+
+def test_asha_keeps_its_rungs_across_a_restore(tmp_path):
+    """Ray Tune does not restore a scheduler's state (ray-project/ray#30838): a plain ASHA restored mid-search
+    forgets its rungs and lets through a trial the uninterrupted search stops. SeededASHA keeps them in
+    asha.json, so the resumed search stops the same trials at the same rungs."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    from search.tuner import SeededASHA
+
+    rewards = [[40, 41, 42], [50, 52, 53], [48, 49, 50], [45, 46, 51], [30, 31, 32], [47, 48, 49]]
+    kw = dict(time_attr="training_iteration", metric=METRIC, mode="max", max_t=3, grace_period=1, reduction_factor=2)
+    seeded = lambda: SeededASHA(records=str(tmp_path / "asha.json"), protected=1, **kw)  # noqa: E731
+    plain = lambda: ASHAScheduler(**kw)  # noqa: E731
+    straight = _asha_run(seeded, rewards)
+    assert straight and 0 not in straight  # ASHA stopped some, never the protected baseline
+    crash = (3, 1)
+    assert _asha_run(seeded, rewards, crash_after=crash) == straight
+    assert _asha_run(plain, rewards) == straight
+    assert _asha_run(plain, rewards, crash_after=crash) != straight  # the bug SeededASHA's records fix
+
+
+def test_buffered_tracker_keeps_everything_while_the_store_is_down(tmp_path):
+    """A trial's tracker whose server is unreachable queues its calls (mirrored to the spill file) instead of
+    failing; when the store answers again, everything goes out in order, the run is closed, the file removed."""
+    from mlflow import MlflowClient
+
+    from helpers import free_port
+    from trainables.tracking import MlflowTracker, flush_spilled
+
+    down = f"http://127.0.0.1:{free_port()}"
+    spill = tmp_path / "pending" / "trial1.json"
+    tracker = MlflowTracker(down, "exp", "trial-1", tags={"ray.trial_id": "trial1"}, spill=spill,
+                            reuse_tag=("ray.trial_id", "trial1"), patience_s=0.5)
+    assert tracker.run_id is None
+    tracker.log_params({"mix/mnli": 0.5, "HF_TOKEN": "hf_secret"})
+    for step in (1, 2):
+        tracker.log_metrics({"validation/average": 40.0 + step}, step=step)
+    tracker.close()
+    saved = json.loads(spill.read_text())
+    assert [op[0] for op in saved["ops"]] == ["params", "metrics", "metrics", "close"]
+    assert "hf_secret" not in spill.read_text()
+    up = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    saved["uri"] = up  # the store is back (here: under another address)
+    spill.write_text(json.dumps(saved))
+    assert flush_spilled(spill.parent, patience_s=5) == []
+    assert not spill.exists()
+    client = MlflowClient(up)
+    run = client.search_runs([client.get_experiment_by_name("exp").experiment_id])[0]
+    assert run.info.status == "FINISHED" and run.data.params == {"mix/mnli": "0.5"}
+    assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "validation/average")] == \
+        [(1, 41.0), (2, 42.0)]
+    again = MlflowTracker(up, "exp", "trial-1", spill=spill, reuse_tag=("ray.trial_id", "trial1"))
+    assert again.run_id == run.info.run_id  # a retried trial finds its run instead of making another

@@ -60,6 +60,21 @@ def fingerprint(files: Iterable[Path], root: Path | None = None) -> list[list[st
     return out
 
 
+def _out_of_space(exc: BaseException) -> bool:
+    """An error that comes of a full disk: ENOSPC/EDQUOT anywhere in its chain, or torch.save's own wording."""
+    import errno
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if any(s in str(exc) for s in ("No space left", "file write failed", "unexpected pos")):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 @dataclass(frozen=True)
 class Entry:
     root: Path
@@ -114,10 +129,14 @@ class Entry:
             try:
                 meta = build(tmp) or {}
                 self._publish(tmp, meta)
-            except OSError as exc:
+            except Exception as exc:
                 shutil.rmtree(tmp, ignore_errors=True)
-                raise XstiltsError(f"cannot write cache entry {self.path} ({exc.strerror or exc}) — free space "
-                                   f"under {self.root} or set cache_dir elsewhere, then run again") from exc
+                if isinstance(exc, OSError) or _out_of_space(exc):
+                    reason = "the disk is full" if _out_of_space(exc) else getattr(exc, "strerror", None) or exc
+                    raise XstiltsError(f"cannot write cache entry {self.path} ({reason})",
+                                       f"free space under {self.root} or set cache_dir elsewhere, then run again "
+                                       f"(a search: `xstilts search ... --resume`)") from exc
+                raise
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise

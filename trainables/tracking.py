@@ -75,64 +75,189 @@ def artifact_location(uri: str, experiment: str) -> str | None:
 
 
 class MlflowTracker:
-    """One MLflow run (optionally nested under `parent_run_id`), written through MlflowClient in batches."""
+    """One MLflow run (optionally nested under `parent_run_id`), written through MlflowClient in batches.
+
+    Without `spill`, every call goes straight to the store and a failure raises (`xstilts run`, the search's
+    parent run). With `spill` (a search's trials), calls are queued and sent in order; while the store is
+    unreachable they stay queued, and the queue is mirrored to the `spill` file, so a tracking-server hiccup
+    never fails a trial and a killed trial loses nothing: the next attempt of the trial, or the search driver
+    at its end (`flush_spilled`), sends what is left. `reuse_tag` (`("ray.trial_id", id)`) finds the run a
+    previous attempt made instead of making a second one.
+    """
+
+    RETRY_S = 5.0  # while the store is down, try again at most this often
 
     def __init__(self, uri: str | None, experiment: str, run_name: str, parent_run_id: str | None = None,
-                 tags: Mapping[str, str] | None = None, run_id: str | None = None):
+                 tags: Mapping[str, str] | None = None, run_id: str | None = None, spill: Path | str | None = None,
+                 reuse_tag: tuple[str, str] | None = None, patience_s: float = 30.0):
         from mlflow import MlflowClient
 
         self.uri = uri or default_uri()
         if self.uri.startswith("sqlite:///"):  # the store's folder is made when a run is made, not before
             Path(self.uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        if spill is not None:  # fail fast and queue, rather than block a trial in MLflow's own retries
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         self.client = MlflowClient(self.uri)
-        try:
-            exp = self.client.get_experiment_by_name(experiment)
-            exp_id = exp.experiment_id if exp else self.client.create_experiment(
-                experiment, artifact_location=artifact_location(self.uri, experiment))
-            if not exp or exp.tags.get("mlflow.experimentKind") != "custom_model_development":
-                # MLflow 3 otherwise opens experiments in its GenAI view; these are training runs
-                self.client.set_experiment_tag(exp_id, "mlflow.experimentKind", "custom_model_development")
-        except Exception as exc:
-            raise XstiltsError(f"MLflow tracking store {mask(self.uri)} is unreachable ({type(exc).__name__}) — start the "
-                               f"server, fix tracking.uri, or set tracking.enabled=false") from None
         all_tags = dict(tags or {})
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
-        self.run_id = run_id or self.client.create_run(exp_id, run_name=run_name, tags=all_tags).info.run_id
-        self.experiment_id = exp_id
+        self.experiment, self.run_name, self.tags, self.reuse_tag = experiment, run_name, all_tags, reuse_tag
+        self.spill, self.patience_s = (Path(spill) if spill else None), patience_s
+        self.run_id, self.experiment_id = run_id, None
+        self.pending: list[list] = []
+        self._down_at = 0.0
+        if self.spill and self.spill.exists():  # what an earlier attempt could not send goes first
+            try:
+                saved = json.loads(self.spill.read_text())
+                self.pending, self.run_id = saved["ops"], self.run_id or saved.get("run_id")
+            except (OSError, ValueError, KeyError):
+                pass
+        try:
+            self._connect()
+        except Exception as exc:
+            if self.spill is None:
+                raise XstiltsError(f"MLflow tracking store {mask(self.uri)} is unreachable ({type(exc).__name__}) — "
+                                   f"start the server, fix tracking.uri, or set tracking.enabled=false") from None
+            self._down_at = time.time()
+            self._save()
+
+    @classmethod
+    def from_spill(cls, path: Path, patience_s: float = 120.0) -> "MlflowTracker":
+        saved = json.loads(Path(path).read_text())
+        return cls(saved["uri"], saved["experiment"], saved["run_name"], tags=saved["tags"], run_id=saved["run_id"],
+                   spill=path, reuse_tag=tuple(saved["reuse_tag"]) if saved.get("reuse_tag") else None,
+                   patience_s=patience_s)
+
+    # ------------------------------------------------------------ the store
+
+    def _connect(self) -> None:
+        """The experiment (made if new) and the run (found by `reuse_tag`, else made)."""
+        if self.experiment_id is None:
+            exp = self.client.get_experiment_by_name(self.experiment)
+            exp_id = exp.experiment_id if exp else self.client.create_experiment(
+                self.experiment, artifact_location=artifact_location(self.uri, self.experiment))
+            if not exp or exp.tags.get("mlflow.experimentKind") != "custom_model_development":
+                # MLflow 3 otherwise opens experiments in its GenAI view; these are training runs
+                self.client.set_experiment_tag(exp_id, "mlflow.experimentKind", "custom_model_development")
+            self.experiment_id = exp_id
+        if self.run_id is None and self.reuse_tag:
+            key, value = self.reuse_tag
+            found = self.client.search_runs([self.experiment_id], f"tags.`{key}` = '{value}'", max_results=1)
+            self.run_id = found[0].info.run_id if found else None
+        if self.run_id is None:
+            self.run_id = self.client.create_run(self.experiment_id, run_name=self.run_name, tags=self.tags).info.run_id
+            self._save()
+
+    def _apply(self, op: list) -> None:
+        from mlflow.entities import Metric, Param, RunTag
+
+        kind, args = op[0], op[1:]
+        if kind == "params":
+            for i in range(0, len(args[0]), 100):
+                self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in args[0][i:i + 100]])
+        elif kind == "metrics":
+            for i in range(0, len(args[0]), 1000):
+                self.client.log_batch(self.run_id, metrics=[Metric(k, v, ts, step) for k, v, ts, step
+                                                            in args[0][i:i + 1000]])
+        elif kind == "tags":
+            self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in args[0]])
+        elif kind == "text":
+            self.client.log_text(self.run_id, args[0], args[1])
+        elif kind == "close":
+            self.client.set_terminated(self.run_id, args[0])
+
+    def _submit(self, op: list) -> None:
+        if self.spill is None:
+            self._apply(op)
+            return
+        self.pending.append(op)
+        self.flush()
+
+    def flush(self, force: bool = False) -> bool:
+        """Send what is queued, in order; False (the rest kept, and spilled) if the store is still down."""
+        if not self.pending and self.run_id is not None:
+            return True
+        if not force and self._down_at and time.time() - self._down_at < self.RETRY_S:
+            self._save()
+            return False
+        try:
+            self._connect()
+            while self.pending:
+                self._apply(self.pending[0])
+                self.pending.pop(0)
+        except Exception:
+            self._down_at = time.time()
+            self._save()
+            return False
+        self._down_at = 0.0
+        self._save()
+        return True
+
+    def flush_patiently(self) -> bool:
+        """Flush, retrying for up to `patience_s`; what is still unsent stays in the spill file."""
+        deadline = time.time() + self.patience_s
+        while not self.flush(force=True):
+            if time.time() > deadline:
+                return False
+            time.sleep(min(self.RETRY_S, max(0.1, deadline - time.time())))
+        return True
+
+    def _save(self) -> None:
+        """Mirror the queue to the spill file (removed once everything is sent)."""
+        if self.spill is None:
+            return
+        if not self.pending and self.run_id is not None:
+            self.spill.unlink(missing_ok=True)
+            return
+        self.spill.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.spill.with_name(self.spill.name + ".tmp")
+        tmp.write_text(json.dumps({"uri": self.uri, "experiment": self.experiment, "run_name": self.run_name,
+                                   "tags": self.tags, "run_id": self.run_id, "reuse_tag": self.reuse_tag,
+                                   "ops": self.pending}))
+        tmp.replace(self.spill)
+
+    # ------------------------------------------------------------ the Tracker interface
 
     def log_params(self, params):
-        from mlflow.entities import Param
-
-        items = [Param(k, mask(str(v))[:6000]) for k, v in params.items()
+        items = [[k, mask(str(v))[:6000]] for k, v in params.items()
                  if not any(h in k.lower() for h in SECRET_HINTS)]  # never log secrets such as HF_TOKEN
-        for i in range(0, len(items), 100):
-            self.client.log_batch(self.run_id, params=items[i:i + 100])
+        self._submit(["params", items])
 
     def log_metrics(self, metrics, step=0):
-        from mlflow.entities import Metric
-
         ts = int(time.time() * 1000)
-        items = [Metric(k, float(v), ts, step) for k, v in metrics.items() if v is not None and v == v]
-        for i in range(0, len(items), 1000):
-            self.client.log_batch(self.run_id, metrics=items[i:i + 1000])
+        self._submit(["metrics", [[k, float(v), ts, step] for k, v in metrics.items() if v is not None and v == v]])
 
     def set_tags(self, tags):
-        from mlflow.entities import RunTag
-
-        self.client.log_batch(self.run_id, tags=[RunTag(k, mask(str(v))) for k, v in tags.items()])
+        self._submit(["tags", [[k, mask(str(v))] for k, v in tags.items()]])
 
     def log_dict(self, data, name):
-        self.client.log_text(self.run_id, json.dumps(mask(data), indent=1, default=str), name)
+        self._submit(["text", json.dumps(mask(data), indent=1, default=str), name])
 
     def log_text(self, text: str, name: str) -> None:
-        self.client.log_text(self.run_id, mask(text), name)
+        self._submit(["text", mask(text), name])
 
     def log_artifact(self, path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
     def close(self, status="FINISHED"):
-        self.client.set_terminated(self.run_id, status)
+        self._submit(["close", status])
+        if self.spill is not None:
+            self.flush_patiently()
+
+
+def flush_spilled(folder: Path, patience_s: float = 120.0) -> list[Path]:
+    """Send what trials left in spill files under `folder` (a tracking server was down, a trial was killed
+    while it was); returns the files still unsent after `patience_s`."""
+    left = []
+    for path in sorted(Path(folder).glob("*.json")):
+        try:
+            tracker = MlflowTracker.from_spill(path, patience_s=patience_s)
+        except (OSError, ValueError, KeyError):
+            continue
+        if not tracker.flush_patiently():
+            left.append(path)
+    return left
 
 
 def flatten_results(summary: dict, split: str = "test") -> dict[str, float]:
