@@ -227,6 +227,20 @@ def report(target: Optional[str] = typer.Argument(None, metavar="[SEARCH]",
 
 
 @app.command()
+def export(target: Optional[str] = typer.Argument(None, metavar="[SEARCH]",
+                                                  help="A search folder, preset or name (default: toy)."),
+           trial: Optional[int] = typer.Option(None, "--trial", help="Optuna trial number (default: the best)."),
+           out: Path = typer.Option(..., "--out", help="A new folder for the Hugging Face model.")) -> None:
+    """Export a trial's phase-2 encoder as a Hugging Face model folder with a model card."""
+    from search.export import export_trial
+    from search.summary import build_summary
+
+    cfg, _, info = locate_search(target)
+    path = export_trial(build_summary(cfg, info["tracking_uri"], info["parent_run_id"]), trial, out)
+    console.print(f"exported to {path} (load: AutoModel.from_pretrained({str(path)!r}); card: {path / 'README.md'})")
+
+
+@app.command()
 def dashboard(target: Optional[str] = typer.Argument(None, metavar="[SEARCH]",
                                                      help="A search folder, preset or name (default: toy)."),
               port: int = typer.Option(8080, help="Port on 127.0.0.1.")) -> None:
@@ -295,16 +309,30 @@ def plan(config: str = typer.Argument(..., help="A pipeline preset by name or pa
 
 
 @app.command()
-def ui(port: int = typer.Option(5000, help="Port on 127.0.0.1."),
-       store: Optional[str] = typer.Option(None, help="Backend store URI (default: the local SQLite store).")) -> None:
-    """Serve the MLflow UI on 127.0.0.1 for the local tracking store."""
+def ui(target: Optional[str] = typer.Argument(None, metavar="[SEARCH]",
+                                             help="A search folder, preset or name: print the URL of its runs."),
+       port: int = typer.Option(5000, help="Port on 127.0.0.1."),
+       store: Optional[str] = typer.Option(None, help="Backend store URI (default: the search's, else the local "
+                                                      "SQLite store).")) -> None:
+    """Serve the MLflow UI on 127.0.0.1; with a search, print the URL of that search's runs table."""
     import os
 
-    from trainables.tracking import default_uri
+    from trainables.tracking import TrackingStore, default_uri, mask
 
-    uri = store or default_uri()
+    uri, page = store or default_uri(), ""
+    if target is not None:
+        cfg, _, info = locate_search(target)
+        uri = store or info["tracking_uri"]
+        exp_id = TrackingStore(uri).experiment_id(cfg.experiment_name)
+        if exp_id is None:
+            raise XstiltsError(f"search {cfg.name!r} has no MLflow experiment {cfg.experiment_name!r} in {mask(uri)}",
+                               "pass --store with the tracking URI the search used")
+        page = f"/#/experiments/{exp_id}/runs"  # the runs table (MLflow 3 otherwise may open a GenAI overview)
+    if uri.startswith(("http://", "https://")):  # a server already serves the UI
+        console.print(f"runs of this search: {mask(uri.rstrip('/'))}{page}")
+        return
     os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
-    console.print(f"MLflow UI for {uri} at http://127.0.0.1:{port}")
+    console.print(f"MLflow UI for {mask(uri)} at http://127.0.0.1:{port}{page}")
     os.execvp(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
                                "--host", "127.0.0.1", "--port", str(port)])
 

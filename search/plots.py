@@ -3,6 +3,9 @@
   history.png        optimisation history: each trial's objective, pruned trials hollow, best so far
   weights.png        mixture probability of each candidate task against the trial's score
   gain_heatmap.png   intermediate configuration x target gain over the baseline (the paper's grid)
+  parallel.png       parallel coordinates: each trial's mixture probabilities and its score, coloured by score
+  tradeoff.png       score against cost (GPU- or CPU-hours) per trial, the Pareto front drawn
+  importance.png     fANOVA importance of each task's probability, per target
   scaling.png        gain against base-model size, mean and 95 % interval over seeds
 """
 
@@ -68,6 +71,58 @@ def gain_heatmap(report: dict, path: Path) -> Path:
                     color="white" if abs(grid[i, j]) > lim / 2 else "black")
     fig.colorbar(im, ax=ax, label="gain over baseline (points)")
     ax.set_title("intermediate x target gain")
+    return _save(fig, path)
+
+
+def parallel_plot(trials: list[dict], path: Path, score_name: str = "average") -> Path:
+    tasks = sorted({t for tr in trials for t in tr["mixture"]})
+    axes_names = [f"p({t})" for t in tasks] + [score_name]
+    scores = np.array([tr["average"] for tr in trials], dtype=float)
+    lo, hi = (scores.min(), scores.max()) if len(scores) else (0.0, 1.0)
+    span = (hi - lo) or 1.0
+    fig, ax = plt.subplots(figsize=(1.6 * len(axes_names) + 2, 3.6))
+    cmap = plt.get_cmap("viridis")
+    for tr, score in sorted(zip(trials, scores), key=lambda x: x[1]):
+        ys = [tr["mixture"].get(t, 0.0) for t in tasks] + [(score - lo) / span]
+        ax.plot(range(len(axes_names)), ys, color=cmap((score - lo) / span), alpha=0.8, marker="o", ms=3)
+    for i in range(len(axes_names)):
+        ax.axvline(i, color="0.6", lw=0.8)
+    ax.set_xticks(range(len(axes_names)), axes_names, rotation=30, ha="right")
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_ylabel(f"probability; last axis: {score_name} {lo:.1f}..{hi:.1f}")
+    sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(lo, hi))
+    fig.colorbar(sm, ax=ax, label=score_name)
+    ax.set_title("mixtures and their scores (parallel coordinates)")
+    return _save(fig, path)
+
+
+def tradeoff_plot(trials: list[dict], pareto: dict, path: Path, score_name: str = "average") -> Path:
+    key = pareto["cost"]
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    ax.scatter([t[key] for t in trials], [t["average"] for t in trials], alpha=0.7, label="trial")
+    front = pareto["front"]
+    ax.step([p[key] for p in front], [p["average"] for p in front], where="post", color="tab:red",
+            label="Pareto front")
+    ax.set_xlabel(key.replace("_", "-"))
+    ax.set_ylabel(score_name)
+    ax.legend(loc="lower right")
+    ax.set_title("score against cost")
+    return _save(fig, path)
+
+
+def importance_plot(importance: dict, path: Path) -> Path:
+    targets = list(importance)
+    tasks = sorted({t for shares in importance.values() for t in shares})
+    grid = np.array([[importance[x].get(t, 0.0) for t in tasks] for x in targets])
+    fig, ax = plt.subplots(figsize=(1.2 * len(tasks) + 3, 0.45 * len(targets) + 1.8))
+    im = ax.imshow(grid, cmap="Greens", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(tasks)), [f"p({t})" for t in tasks], rotation=30, ha="right")
+    ax.set_yticks(range(len(targets)), targets)
+    for i in range(grid.shape[0]):
+        for j in range(grid.shape[1]):
+            ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=8)
+    fig.colorbar(im, ax=ax, label="fANOVA importance")
+    ax.set_title("which task's weight matters, per target")
     return _save(fig, path)
 
 

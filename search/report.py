@@ -104,10 +104,25 @@ def markdown(report: dict) -> str:
     lines += ["", objective_line(report["targets"], report["split"])]
     for flag in report.get("flags", []):
         lines += ["", f"Note: {flag}"]
+    if report.get("importance"):
+        lines += ["", "Which task's weight matters (fANOVA share of each target's variance over the trials):", "",
+                  "| target | " + " | ".join(f"p({t})" for t in _importance_tasks(report)) + " |",
+                  "|---|" + "---:|" * len(_importance_tasks(report))]
+        for target, shares in report["importance"].items():
+            lines.append(f"| {target} | " + " | ".join(f"{shares.get(t, 0.0):.2f}" for t in _importance_tasks(report)) + " |")
+    if report.get("pareto", {}).get("front"):
+        unit = "GPU-h" if report["pareto"]["cost"] == "gpu_hours" else "CPU-h"
+        lines += ["", "Score against cost (trials no other beats on both): " + "; ".join(
+            f"{label_of(p['mixture'])} {p['average']:.2f} at {p[report['pareto']['cost']]:.3f} {unit}"
+            for p in report["pareto"]["front"])]
     c = report["cost"]
     lines += ["", f"Cost: {c['gpu_hours']:.3f} GPU-hours, {c['cpu_hours']:.3f} CPU-hours over {c['trials']} trials "
                   f"(pruned ones included)."]
     return "\n".join(lines) + "\n"
+
+
+def _importance_tasks(report: dict) -> list[str]:
+    return sorted({t for shares in report["importance"].values() for t in shares})
 
 
 def objective_line(targets: list[str], split: str) -> str:
@@ -143,8 +158,48 @@ def to_csv(report: dict) -> str:
     return buf.getvalue()
 
 
+def task_importance(trials: list[dict], targets: list[str], seed: int = 0) -> dict:
+    """{target (and "average"): {task: share}}: how much of the variance of each target's score over the
+    finished trials the mixture probability of each task explains (Optuna's fANOVA evaluator, a random forest,
+    seeded). Empty below 4 trials or when no probability varies: too few points to say anything."""
+    import optuna
+    from optuna.distributions import FloatDistribution
+    from optuna.importance import FanovaImportanceEvaluator, get_param_importances
+
+    tasks = sorted({t for tr in trials for t in tr["mixture"]})
+    varying = [t for t in tasks if len({tr["mixture"].get(t, 0.0) for tr in trials}) > 1]
+    if len(trials) < 4 or not varying:
+        return {}
+    dists = {f"p({t})": FloatDistribution(0.0, 1.0) for t in varying}
+    out = {}
+    for target in [*targets, "average"]:
+        scored = [tr for tr in trials if (tr["average"] if target == "average" else tr["targets"].get(target)) is not None]
+        if len(scored) < 4:
+            continue
+        study = optuna.create_study(direction="maximize")
+        for tr in scored:
+            value = tr["average"] if target == "average" else tr["targets"][target]
+            study.add_trial(optuna.trial.create_trial(params={f"p({t})": tr["mixture"].get(t, 0.0) for t in varying},
+                                                      distributions=dists, value=value))
+        if len({t.value for t in study.trials}) < 2:
+            continue
+        shares = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=seed), normalize=True)
+        out[target] = {k[2:-1]: float(v) for k, v in shares.items()}
+    return out
+
+
+def pareto_front(trials: list[dict], cost_key: str) -> list[dict]:
+    """Trials no other trial beats on both score (higher) and cost (lower), cheapest first."""
+    front, best = [], float("-inf")
+    for t in sorted(trials, key=lambda t: (t[cost_key], -t["average"])):
+        if t["average"] > best:
+            front.append({"trial": t["trial"], "mixture": t["mixture"], "average": t["average"], cost_key: t[cost_key]})
+            best = t["average"]
+    return front
+
+
 def make_report(search_dir: Path, split: str = "validation", info: dict | None = None, log_to_mlflow: bool = True) -> dict:
-    from search.plots import gain_heatmap, history_plot, weight_plot
+    from search.plots import gain_heatmap, history_plot, importance_plot, parallel_plot, tradeoff_plot, weight_plot
 
     state = search_dir / "search.json"
     if info is None:
@@ -160,12 +215,19 @@ def make_report(search_dir: Path, split: str = "validation", info: dict | None =
                    "objective": {"targets": [t for t in report["targets"]],
                                  "left_out": [t for t in TARGETS if not TASKS[t].has_validation]},
                    "categories": {c: [x for x in members if x in report["targets"]] for c, members in CATEGORIES.items()}})
+    done = finished(trials)
+    cost_key = "gpu_hours" if any(t["gpu_hours"] for t in done) else "cpu_hours"
+    report["importance"] = task_importance(done, report["targets"])
+    report["pareto"] = {"cost": cost_key, "front": pareto_front(done, cost_key)}
     out = search_dir / "report"
     out.mkdir(exist_ok=True)
     summary = json.loads((search_dir / "summary.json").read_text()) if (search_dir / "summary.json").exists() else None
     plots = [history_plot(summary, out / "history.png") if summary else None,
              weight_plot(finished(trials), out / "weights.png", report["score_name"]),
-             gain_heatmap(report, out / "gain_heatmap.png")]
+             gain_heatmap(report, out / "gain_heatmap.png"),
+             parallel_plot(done, out / "parallel.png", report["score_name"]),
+             tradeoff_plot(done, report["pareto"], out / "tradeoff.png", report["score_name"]),
+             importance_plot(report["importance"], out / "importance.png") if report["importance"] else None]
     report["plots"] = [str(p) for p in plots if p]
     (out / "report.md").write_text(markdown(report))
     (out / "report.csv").write_text(to_csv(report))

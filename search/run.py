@@ -22,16 +22,18 @@ from search.space import TrialSpec
 from search.summary import build_summary, mixture_label, summary_table
 from search.trainable import METRIC, SPILL
 from search.tuner import (base_config, build_tuner, check_fits, check_objective, check_resources, check_tracking,
-                          init_ray, settle_study, optuna_storage, parent_run, search_dir, trial_context)
+                          finished_all_rungs, init_ray, optuna_storage, parent_run, search_dir, settle_study,
+                          trial_context)
 from trainables.errors import XstiltsError
 from trainables.tracking import TrackingStore, default_uri, flush_spilled, mask
 
 
 class LiveTable(tune.Callback):
-    """A live table of trials (mixture, status, score) on the terminal; one line per event otherwise."""
+    """A live table of trials (mixture, status, score) on the terminal; one line per event otherwise. A trial
+    that ended before its last rung (`max_t`) was stopped by ASHA and shows PRUNED; ERROR: out of retries."""
 
-    def __init__(self, candidates: list[str]):
-        self.candidates, self.rows = candidates, {}
+    def __init__(self, candidates: list[str], max_t: int):
+        self.candidates, self.rows, self.max_t = candidates, {}, max_t
         self._console = self._live = None
 
     def __getstate__(self):  # the Tuner pickles its callbacks; consoles hold locks
@@ -72,7 +74,7 @@ class LiveTable(tune.Callback):
         self._update(trial, "RUNNING", result.get(METRIC))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._update(trial, "DONE")
+        self._update(trial, "DONE" if finished_all_rungs(trial.last_result, self.max_t) else "PRUNED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._update(trial, "ERROR")
@@ -89,9 +91,10 @@ class CloseRuns(tune.Callback):
     def __init__(self, uri: str, experiment: str):
         self.uri, self.experiment = uri, experiment
         self.pending: dict[str, str] = {}  # trial id -> status not yet set
+        self.verdicts: dict[str, str] = {}  # trial id -> Ray's final verdict, for `settle`
 
     def _close(self, trial, status: str) -> None:
-        self.pending[trial.trial_id] = status  # Ray's verdict on the trial is the final one
+        self.pending[trial.trial_id] = self.verdicts[trial.trial_id] = status  # Ray's verdict is the final one
         self.retry()
 
     def retry(self) -> bool:
@@ -102,6 +105,13 @@ class CloseRuns(tune.Callback):
                 return False
             del self.pending[trial_id]
         return True
+
+    def settle(self) -> None:
+        """Close again what is still RUNNING: a trial stopped while the server was down may have had its run
+        created only now, from its spill file, after the driver's first close found nothing to close."""
+        store = TrackingStore(self.uri)
+        for trial_id, status in self.verdicts.items():
+            store.terminate(self.experiment, "ray.trial_id", trial_id, status, only_running=True)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._close(trial, "FINISHED")
@@ -121,6 +131,7 @@ def finish_tracking(root: Path, closer: CloseRuns, patience_s: float = 120.0) ->
         raise XstiltsError(f"the tracking server did not come back within {patience_s:.0f} s: "
                            f"{len(left)} trials' metrics wait in {root / SPILL}",
                            "start the tracking server, then `xstilts search ... --resume` sends them")
+    closer.settle()
 
 
 def ray_log_to(path: Path) -> None:
@@ -218,7 +229,7 @@ def run_search(cfg: SearchConfig, resume: bool = False, address: str | None = No
     parent = parent_run(cfg, uri, resume)
     ctx = trial_context(cfg, base, uri, parent.run_id)
     closer = CloseRuns(uri, cfg.experiment_name)
-    callbacks = [LiveTable(list(cfg.candidates)), closer]
+    callbacks = [LiveTable(list(cfg.candidates), ctx.n_rungs), closer]
     if base.distributed.workers > 1:
         from search.distributed import RemoveTrainPlacementGroups
 

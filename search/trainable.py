@@ -12,7 +12,7 @@ Each trial logs one MLflow run nested under the search's parent run, tagged with
 trial number, the node and the phase-2 cache hit; a restarted trial finds its run again by tag. Its tracking
 calls are buffered: while the tracking server is down they queue (mirrored to `<search>/tracking-pending/`) and
 go out when it is back, from the trial or, for a trial that ended first, from the driver at the search's end.
-Each attempt writes its PID to `<search>/pids/<trial id>`.
+Each attempt writes its PID and node to `<search>/pids/<trial id>` (with `running` false once it ends).
 """
 
 from __future__ import annotations
@@ -103,12 +103,17 @@ def _tracker(ctx: TrialContext, params: dict, trial_id: str, state: TrialState):
     return tracker
 
 
-def _pid_file(ctx: TrialContext, trial_id: str) -> None:
-    """`<search>/pids/<trial id>`: the process running the trial now (fault-injection tests kill it by PID)."""
+def _pid_file(ctx: TrialContext, trial_id: str, running: bool = True) -> None:
+    """`<search>/pids/<trial id>`: the process of the trial's latest attempt, and whether it is still running it
+    (`running` false once it returned or raised; a killed attempt leaves true behind until the next attempt).
+    Ray keeps worker processes for reuse, so a live PID alone does not mean a live trial."""
     if ctx.search_dir:
         folder = Path(ctx.search_dir) / "pids"
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / trial_id).write_text(json.dumps({"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()}))
+        tmp = folder / f".{trial_id}.{os.getpid()}"
+        tmp.write_text(json.dumps({"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(),
+                                   "running": running}))
+        os.replace(tmp, folder / trial_id)  # readers never see half a record
 
 
 def mean_splits(per_seed: list[dict]) -> dict:
@@ -186,6 +191,8 @@ def run_trial(params: dict, ctx: TrialContext) -> None:
     except Exception:
         tracker.close("FAILED")
         raise
+    finally:
+        _pid_file(ctx, trial_id, running=False)
     # Ray ends a trial it stops (ASHA, or done) by raising inside tune.report: that skips this line, and the
     # driver's CloseRuns callback closes the run instead.
     tracker.close()

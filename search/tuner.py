@@ -250,7 +250,7 @@ def build_tuner(cfg: SearchConfig, ctx: TrialContext, resume: bool, callbacks: l
     searcher = PrunedOptunaSearch(
         functools.partial(define_space, cfg=cfg), metric=METRIC, mode="max", max_t=max_t,
         points_to_evaluate=points or None,
-        sampler=optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=min(10, max(2, cfg.num_samples // 3))),
+        sampler=tpe_sampler(cfg.seed, cfg.num_samples),
         storage=optuna.storages.RDBStorage(optuna_storage(cfg)), study_name=cfg.name)
     scheduler = (SeededASHA(time_attr="training_iteration", max_t=max_t, grace_period=min(cfg.scheduler.grace_period, max_t),
                             reduction_factor=cfg.scheduler.reduction_factor, records=str(search_dir(cfg) / "asha.json"),
@@ -264,6 +264,17 @@ def build_tuner(cfg: SearchConfig, ctx: TrialContext, resume: bool, callbacks: l
         run_config=tune.RunConfig(name="ray", storage_path=str(search_dir(cfg)), verbose=0, callbacks=callbacks,
                                   failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
+
+
+def tpe_sampler(seed: int, num_samples: int) -> optuna.samplers.TPESampler:
+    """The search's sampler: TPE with a third of the budget (2..10 trials) sampled at random first."""
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, num_samples // 3)))
+
+
+def finished_all_rungs(metrics: dict | None, max_t: int) -> bool:
+    """Whether a trial that ended reported every rung (DONE), rather than being stopped by ASHA (PRUNED)."""
+    metrics = metrics or {}
+    return metrics.get("training_iteration", 0) >= max_t and metrics.get(METRIC) is not None
 
 
 def settle_study(cfg: SearchConfig, results, max_t: int) -> int:
@@ -280,9 +291,11 @@ def settle_study(cfg: SearchConfig, results, max_t: int) -> int:
             study.tell(t.number, state=TrialState.FAIL)
             zombies += 1
         elif result.error is None:
-            metrics = result.metrics or {}
-            if metrics.get("training_iteration", 0) >= max_t and metrics.get(METRIC) is not None:
-                study.tell(t.number, metrics[METRIC])
+            if finished_all_rungs(result.metrics, max_t):
+                step = int(result.metrics["training_iteration"])
+                if step not in t.intermediate_values:  # the dropped result was the last rung's
+                    optuna.trial.Trial(study, t._trial_id).report(result.metrics[METRIC], step)
+                study.tell(t.number, result.metrics[METRIC])
             else:
                 study.tell(t.number, state=TrialState.PRUNED)
     return zombies

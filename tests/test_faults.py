@@ -69,13 +69,16 @@ def _descendants(pid: int) -> set[int]:
 
 def _running_trials(root: Path, under: int, checkpointed: bool = True) -> list[tuple[str, int]]:
     """(trial id, pid) of live trial processes started under the process `under` (a node's `ray start`) that
-    have reported at least one rung (so a kill lands mid-target, after a checkpoint)."""
+    have reported at most their first rung — so ASHA (grace period 2) cannot have stopped them and a kill lands
+    mid-target; with `checkpointed`, exactly their first (the kill then comes after a checkpoint)."""
     procs = _descendants(under)
     out = []
     for f in sorted((root / "pids").glob("*")) if (root / "pids").is_dir() else []:
-        pid = json.loads(f.read_text())["pid"]
-        if pid in procs and (not checkpointed or list((root / "ray" / f.name).glob("checkpoint_*"))):
-            out.append((f.name, pid))
+        record = json.loads(f.read_text())
+        checkpoints = {c.name for c in (root / "ray" / f.name).glob("checkpoint_*")}
+        first_only = checkpoints == {"checkpoint_000000"} if checkpointed else checkpoints <= {"checkpoint_000000"}
+        if record["running"] and record["pid"] in procs and first_only:
+            out.append((f.name, record["pid"]))
     return out
 
 

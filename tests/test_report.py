@@ -75,10 +75,46 @@ def test_plots_exist_and_are_not_blank(finished):
     import matplotlib.pyplot as plt
 
     _, _, report = finished
-    assert {Path(p).name for p in report["plots"]} == {"history.png", "weights.png", "gain_heatmap.png"}
+    assert {Path(p).name for p in report["plots"]} == {"history.png", "weights.png", "gain_heatmap.png", "parallel.png",
+                                                      "tradeoff.png", "importance.png"}
+    assert set(report["importance"]) == {"xnli", "pawsx", "average"}  # 5 finished trials, two varying weights
+    for shares in report["importance"].values():
+        assert set(shares) == {"mnli", "qqp"} and abs(sum(shares.values()) - 1) < 1e-6
     for p in report["plots"]:
         img = plt.imread(p)
         assert img.shape[0] > 100 and img.shape[1] > 100 and img[..., :3].std() > 0.05, p
+
+
+def test_export_a_trial_as_a_hugging_face_model(finished):
+    """`xstilts export`: the mnli trial's phase-2 encoder loads with AutoModel, its weights are the cache entry's,
+    and the card names its mixture and scores; the baseline and an existing folder are refused, nothing written."""
+    import torch
+    from mlflow import MlflowClient
+    from safetensors.torch import load_file
+    from transformers import AutoModel
+
+    tmp, uri, report = finished
+    row = next(r for r in report["rows"] if r["label"] == "mnli")
+    cli = [sys.executable, "-m", "search.cli", "export", str(tmp / "searches" / "rep")]
+    out = subprocess.run(cli + ["--trial", str(row["trial"]), "--out", str(tmp / "enc")], capture_output=True,
+                         text=True, cwd=tmp)
+    assert out.returncode == 0, out.stderr[-2000:]
+    source = Path(MlflowClient(uri).get_run(row["mlflow_run_id"]).data.tags["phase2.dir"])
+    exported, cached = load_file(tmp / "enc" / "model.safetensors"), load_file(source / "model.safetensors")
+    assert exported.keys() == cached.keys() and all(torch.equal(exported[k], cached[k]) for k in cached)
+    model = AutoModel.from_pretrained(str(tmp / "enc"))
+    assert model.config.hidden_size == 128 and not (tmp / "enc" / "xstilts-manifest.json").exists()
+    card = (tmp / "enc" / "README.md").read_text()
+    info = json.loads((tmp / "enc" / "xstilts.json").read_text())
+    assert info["mixture"] == {"mnli": 1.0} and info["trial"] == int(row["trial"]) and "| mnli | 1.000 |" in card
+    assert f"{row['targets']['xnli']:.2f}" in card and "search `rep`" in card
+    baseline = next(r for r in report["rows"] if r["label"] == "baseline")
+    for args, words in ((["--trial", str(baseline["trial"]), "--out", str(tmp / "base")], "baseline"),
+                        (["--out", str(tmp / "enc")], "already exists"), (["--trial", "99", "--out", str(tmp / "x")],
+                                                                          "no finished or pruned trial 99")):
+        bad = subprocess.run(cli + args, capture_output=True, text=True, cwd=tmp)
+        assert bad.returncode == 2 and words in bad.stderr and "Traceback" not in bad.stderr, bad.stderr[-2000:]
+    assert not (tmp / "base").exists() and not (tmp / "x").exists()
 
 
 def test_toy_scaling_study(tmp_path, toy_dir, cache):
@@ -131,10 +167,12 @@ def test_mlflow_ui_in_a_browser(finished):
     tmp, uri, report = finished
     port = free_port()
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    ui = subprocess.Popen([sys.executable, "-m", "search.cli", "ui", "--port", str(port), "--store", uri],
-                          cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ui = subprocess.Popen([sys.executable, "-m", "search.cli", "ui", str(tmp / "searches" / "rep"), "--port",
+                           str(port)], cwd=tmp, env={**env, "COLUMNS": "300"}, stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL, text=True)
     driver = None
     try:
+        printed = ui.stdout.readline()  # "MLflow UI for <store> at <url of the search's runs>"
         wait_http(f"http://127.0.0.1:{port}/health")
         from mlflow import MlflowClient
 
@@ -147,7 +185,9 @@ def test_mlflow_ui_in_a_browser(finished):
         opts.binary_location = shutil.which("chromium")
         driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
         assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # opens on the runs, not GenAI
-        driver.get(f"http://127.0.0.1:{port}/#/experiments/{exp.experiment_id}/runs")
+        url = f"http://127.0.0.1:{port}/#/experiments/{exp.experiment_id}/runs"
+        assert printed.split()[-1] == url and uri in printed, printed  # `xstilts ui SEARCH` names its runs page
+        driver.get(url)
         text = _wait_for(driver, ["search-rep", "6 matching runs"])
         driver.save_screenshot(str(tmp / "mlflow_ui_experiment.png"))
         assert "search-rep" in text and "6 matching runs" in text, text[:2000]  # the parent + its 5 trials

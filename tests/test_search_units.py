@@ -201,3 +201,82 @@ def test_buffered_tracker_keeps_everything_while_the_store_is_down(tmp_path):
         [(1, 41.0), (2, 42.0)]
     again = MlflowTracker(up, "exp", "trial-1", spill=spill, reuse_tag=("ray.trial_id", "trial1"))
     assert again.run_id == run.info.run_id  # a retried trial finds its run instead of making another
+
+
+def test_a_run_first_made_from_a_spill_file_is_closed_with_rays_verdict(tmp_path):
+    """A trial stopped (killed) while the server was down never made its run; the driver's close then finds
+    nothing. The run is made at the end from the spill file; `settle` closes it, leaving closed runs alone."""
+    from types import SimpleNamespace
+
+    from mlflow import MlflowClient
+
+    from search.run import CloseRuns, finish_tracking
+    from trainables.tracking import MlflowTracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    root = tmp_path / "search"
+    done = MlflowTracker(uri, "exp", "trial-0", tags={"ray.trial_id": "t0"})
+    done.log_metrics({"validation/average": 39.0}, step=1)
+    done.close()
+    closer = CloseRuns(uri, "exp")
+    closer.on_trial_complete(0, [], SimpleNamespace(trial_id="t0"))
+    closer.on_trial_complete(0, [], SimpleNamespace(trial_id="t1"))  # no run yet: nothing to close
+    ended = MlflowClient(uri).search_runs([MlflowClient(uri).get_experiment_by_name("exp").experiment_id])[0].info.end_time
+    spill = root / "tracking-pending" / "t1.json"  # what the killed trial left: its metrics, no close
+    spill.parent.mkdir(parents=True)
+    spill.write_text(json.dumps({"uri": uri, "experiment": "exp", "run_name": "trial-1", "run_id": None,
+                                 "tags": {"ray.trial_id": "t1"}, "reuse_tag": ["ray.trial_id", "t1"],
+                                 "ops": [["metrics", [["validation/average", 41.0, 0, 1]]]]}))
+    finish_tracking(root, closer, patience_s=5)
+    client = MlflowClient(uri)
+    runs = {r.data.tags["ray.trial_id"]: r for r in client.search_runs([client.get_experiment_by_name("exp").experiment_id])}
+    assert runs["t1"].info.status == "FINISHED" and runs["t1"].data.metrics == {"validation/average": 41.0}
+    assert runs["t0"].info.status == "FINISHED" and runs["t0"].info.end_time == ended  # not closed twice
+    assert not spill.exists()
+
+
+def test_live_table_tells_pruned_from_done_and_error(capsys):
+    """A trial ASHA stopped before the last rung reads PRUNED, one that reported every rung DONE (issue 11)."""
+    from types import SimpleNamespace
+
+    from search.run import LiveTable
+
+    table = LiveTable(["mnli", "qqp"], max_t=4)
+    config = {"optuna_trial": 3, "use_mnli": True, "w_mnli": 1.0, "use_qqp": False}
+    stopped = SimpleNamespace(trial_id="a", config=config, last_result={"training_iteration": 2, METRIC: 30.0})
+    finished = SimpleNamespace(trial_id="b", config={**config, "optuna_trial": 4},
+                               last_result={"training_iteration": 4, METRIC: 41.0})
+    broken = SimpleNamespace(trial_id="c", config={**config, "optuna_trial": 5}, last_result={})
+    table.on_trial_complete(0, [], stopped)
+    table.on_trial_complete(0, [], finished)
+    table.on_trial_error(0, [], broken)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(": ")[2].split()[0] for line in lines] == ["PRUNED", "DONE", "ERROR"], lines
+
+
+def test_settle_study_makes_optuna_agree_with_ray(tmp_path):
+    """At a search's end Optuna must agree with Ray: a trial Ray finished (whose completion Tune's
+    ConcurrencyLimiter dropped after a retry) is COMPLETE with its last rung recorded; one stopped early is PRUNED;
+    one with no Ray trial (a crash's zombie) FAIL; one that errored for good stays RUNNING for --resume."""
+    from types import SimpleNamespace
+
+    import optuna
+    from optuna.trial import TrialState as OT
+
+    from search.config import load_search_config
+    from search.tuner import optuna_storage, settle_study
+
+    cfg = load_search_config("toy", [f"storage={tmp_path}", "name=s"])
+    (tmp_path / "s").mkdir()
+    study = optuna.create_study(study_name="s", storage=optuna_storage(cfg), direction="maximize")
+    for _ in range(4):
+        trial = study.ask()
+        trial.report(40.0, 1)
+        trial.report(41.0, 2)
+    results = [SimpleNamespace(config={"optuna_trial": 0}, error=None, metrics={"training_iteration": 3, METRIC: 42.0}),
+               SimpleNamespace(config={"optuna_trial": 1}, error=None, metrics={"training_iteration": 2, METRIC: 41.0}),
+               SimpleNamespace(config={"optuna_trial": 3}, error=RuntimeError("out of retries"), metrics={})]
+    assert settle_study(cfg, results, max_t=3) == 1  # trial 2: the zombie
+    done, pruned, zombie, errored = study.get_trials()
+    assert done.state == OT.COMPLETE and done.value == 42.0 and done.intermediate_values == {1: 40.0, 2: 41.0, 3: 42.0}
+    assert pruned.state == OT.PRUNED and zombie.state == OT.FAIL and errored.state == OT.RUNNING

@@ -335,6 +335,10 @@ class Pipeline:
             self.timing[f"target/{name}_s"] = seconds
             yield TargetResult(name, results["splits"], results["notes"], hit, seconds)
 
+    def english_train(self, name: str) -> list:
+        """A target's English training examples (what phase 3 fine-tunes on), after the selection split."""
+        return self.prepare()._data["targets"][name]["train"]
+
     def summary(self, split: str) -> dict:
         return summarise(self.per_target, split, self.notes)
 

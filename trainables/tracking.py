@@ -296,6 +296,11 @@ class RunRecord:
         return {t: p for t, p in sorted(names.params_with(self.params, names.MIX).items()) if p > 0}
 
 
+def _record(run) -> RunRecord:
+    return RunRecord(run.info.run_id, run.info.status, dict(run.data.params), dict(run.data.metrics),
+                     dict(run.data.tags))
+
+
 class TrackingStore:
     """Queries of a tracking store (a server or SQLite): runs by tag, children of a parent, closing runs."""
 
@@ -305,17 +310,18 @@ class TrackingStore:
         self.uri = uri
         self.client = MlflowClient(uri)
 
-    def _experiment_id(self, experiment: str) -> str | None:
+    def experiment_id(self, experiment: str) -> str | None:
         exp = self.client.get_experiment_by_name(experiment)
         return exp.experiment_id if exp else None
 
     def _search(self, experiment: str, filter_string: str, max_results: int = 5000) -> list[RunRecord]:
-        exp_id = self._experiment_id(experiment)
+        exp_id = self.experiment_id(experiment)
         if exp_id is None:
             return []
-        runs = self.client.search_runs([exp_id], filter_string, max_results=max_results)
-        return [RunRecord(r.info.run_id, r.info.status, dict(r.data.params), dict(r.data.metrics), dict(r.data.tags))
-                for r in runs]
+        return [_record(r) for r in self.client.search_runs([exp_id], filter_string, max_results=max_results)]
+
+    def run(self, run_id: str) -> RunRecord:
+        return _record(self.client.get_run(run_id))
 
     def find(self, experiment: str, tag: str, value: str) -> RunRecord | None:
         runs = self._search(experiment, f"tags.`{tag}` = '{value}'", max_results=1)
@@ -325,7 +331,9 @@ class TrackingStore:
         """The runs nested under `parent_run_id` (a search's trials)."""
         return self._search(experiment, f"tags.mlflow.parentRunId = '{parent_run_id}'")
 
-    def terminate(self, experiment: str, tag: str, value: str, status: str) -> None:
-        """Set the status of every run tagged `tag=value` (e.g. trials a scheduler stopped mid-run)."""
+    def terminate(self, experiment: str, tag: str, value: str, status: str, only_running: bool = False) -> None:
+        """Set the status of every run tagged `tag=value` (e.g. trials a scheduler stopped mid-run); with
+        `only_running`, of those still RUNNING only (their end time is not moved)."""
         for run in self._search(experiment, f"tags.`{tag}` = '{value}'"):
-            self.client.set_terminated(run.run_id, status)
+            if not only_running or run.status == "RUNNING":
+                self.client.set_terminated(run.run_id, status)

@@ -1,0 +1,290 @@
+"""Benchmark: what a search strategy costs to find (within 0.5 point) the best mixture of an exhaustive grid.
+
+Two steps, the way HPO libraries compare optimisers without retraining (a tabular benchmark, as in HPOBench or
+Syne Tune's simulated backend):
+
+  --record   runs the grid once, each point exactly as a trial of the default toy search runs it (its base
+             config and the point's typed spec; one thread each, two at a time; phase 1 and the tokenised features
+             from the cache, as in a search; phases 2 and 3 cold): every non-empty subset of the toy candidates at
+             equal weights, at each of the grid's intermediate learning rates, plus the baseline. It writes each
+             configuration's per-rung validation objective, the wall time at which each rung finished, its
+             per-target scores and the LogME transferability of its phase-2 encoder to
+             benchmarks/records/toy_grid.json (checked in).
+  (default)  replays search strategies against that record, >= 20 seeds each: random, TPE, random + ASHA, and
+             TPE + ASHA (grace period 1 rung, and 4 as in configs/search/toy.yaml; reduction factor 2), with Optuna's own samplers and Ray's own ASHA (`search.tuner.SeededASHA`, the scheduler
+             the search uses) driven by the recorded rung values, one trial at a time. A trial's cost is the
+             recorded time of the rungs it ran; a configuration seen before costs only the rungs not yet paid for
+             (xstilts' phase-2 and phase-3 caches make a repeat free). A strategy's cost on one seed: the
+             summed cost until a trial *finishes* with a final score within 0.5 point of the grid's best.
+
+Output (`--json FILE`): {"grid_cost": s, "best": {...}, "strategies": {name: {"seeds", "median_cost", "p90_cost",
+"reached", "median_trials"}}, "ratios": {...}}. Goal (issue 11): TPE + ASHA's median cost <= 1/3 of the grid's
+and <= 1/2 of random search's.
+
+Run:  python benchmarks/search_efficiency.py [--seeds 50] [--json out.json]
+      python benchmarks/search_efficiency.py --record [--data-dir toy_data]     (2 cores: about 15 minutes)
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+RECORD = ROOT / "benchmarks" / "records" / "toy_grid.json"
+CANDIDATES = ["mnli", "qqp", "squad_v1", "sst2"]
+LRS = [1.0e-4, 1.0e-3]  # the ends of configs/search/toy.yaml's intermediate_lr range
+WITHIN = 0.5
+TRANSFER_TARGETS = ("xnli", "pawsx")  # the toy's sentence-classification targets (LogME needs sentence labels)
+
+
+# ---------------------------------------------------------------------------------------------- recording
+def grid_points() -> list[dict]:
+    """The baseline, then every non-empty subset at equal weights, at each learning rate."""
+    points = [{"mixture": {}, "intermediate_lr": None}]
+    for k in range(1, len(CANDIDATES) + 1):
+        for subset in itertools.combinations(CANDIDATES, k):
+            for lr in LRS:
+                points.append({"mixture": {t: 1.0 for t in subset}, "intermediate_lr": lr})
+    return points
+
+
+def _measure(point: dict, data_dir: str, cache: str) -> dict:
+    """One grid point, run as a trial runs it (the toy search's base config, the spec's typed update), one
+    thread; the validation objective and the wall time at the end of each rung (phase 2 counts in rung 1)."""
+    import time
+
+    import torch
+
+    from search.config import load_search_config
+    from search.space import TrialSpec
+    from search.tuner import base_config
+    from trainables.config import update
+    from trainables.pipeline import Pipeline
+
+    torch.set_num_threads(1)  # as a Ray trial with resources={cpu: 1}
+    base = update(base_config(load_search_config("toy")), {"data_dir": data_dir, "cache_dir": cache})
+    spec = TrialSpec(mixture=point["mixture"], intermediate_lr=point["intermediate_lr"])
+    pipe_cfg = spec.pipeline_config(base)
+    start = time.perf_counter()
+    pipe = Pipeline(pipe_cfg, log=lambda *a: None).prepare()
+    values, elapsed, targets = [], [], []
+    for result in pipe.targets():
+        values.append(pipe.summary("validation")["average"])
+        elapsed.append(time.perf_counter() - start)
+        targets.append(result.name)
+    test = pipe.summary("test")
+    from trainables.tasks import TASKS
+    from trainables.transfer import estimate
+
+    transfer = {t: estimate(pipe.encoder_dir, pipe.tok, TASKS[t], pipe.english_train(t), pipe_cfg)
+                for t in TRANSFER_TARGETS}  # after the clock: not part of the trial's cost
+    return {**point, "transfer": transfer, "targets": targets, "values": values, "elapsed_s": elapsed, "final": values[-1],
+            "test_average": test["average"],
+            "test_targets": {t: v["score"] for t, v in test["targets"].items()},
+            "validation_targets": {t: v["score"] for t, v in pipe.summary("validation")["targets"].items()}}
+
+
+def record(data_dir: Path, out: Path, workers: int = 2) -> dict:
+    """Run every grid point (two at a time on 2 cores) from a cache holding only the toy model."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from search.config import load_search_config
+    from search.tuner import base_config
+    from trainables.config import update
+    from trainables.pipeline import base_model, ensure_toy_data
+
+    shared = ROOT / ".xstilts" / "cache"
+    base = update(base_config(load_search_config("toy")), {"data_dir": str(data_dir), "cache_dir": str(shared)})
+    ensure_toy_data(base)
+    base_model(base, data_dir)  # phase 1 once (cached): not what a strategy pays for
+    work = Path(tempfile.mkdtemp(prefix="xstilts-grid-"))
+    cache = work / "cache"
+    for toy in shared.glob("toy-model-*"):
+        shutil.copytree(toy, cache / toy.name)
+    # Tokenised features are shared by every trial of a search (one cache): build them once, untimed, with a
+    # one-step phase 2 on all candidates; then drop its phase-2 and phase-3 entries so the grid starts cold.
+    from search.space import TrialSpec
+    from trainables.pipeline import Pipeline
+
+    warm = update(TrialSpec(mixture={t: 1.0 for t in CANDIDATES}).pipeline_config(base),
+                  {"cache_dir": str(cache), "intermediate": {"steps": 1}})
+    for _ in Pipeline(warm, log=lambda *a: None).targets():
+        pass
+    for entry in [*cache.glob("phase2-*"), *cache.glob("phase3-*")]:
+        shutil.rmtree(entry)
+    points = grid_points()
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        configs = list(pool.map(_measure, points, [str(data_dir)] * len(points), [str(cache)] * len(points)))
+    toy = (ROOT / "configs" / "search" / "toy.yaml").read_text()
+    data = {"settings": {"candidates": CANDIDATES, "lrs": LRS, "search": "configs/search/toy.yaml",
+                         "overrides": [line for line in toy.splitlines() if line.startswith("overrides:")][0][11:],
+                         "workers": workers, "threads_per_worker": 1,
+                         "note": "values: validation objective after each rung; elapsed_s: wall seconds since the "
+                                 "trial started, at the end of each rung (phase 2 inside the first)"},
+            "configs": configs}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(data, indent=1))
+    shutil.rmtree(work, ignore_errors=True)
+    return data
+
+
+# ---------------------------------------------------------------------------------------------- replay
+class Table:
+    """The record as a lookup: Optuna parameters -> configuration, and the search space over the grid."""
+
+    def __init__(self, data: dict):
+        self.configs = data["configs"]
+        self.candidates = data["settings"]["candidates"]
+        self.lrs = data["settings"]["lrs"]
+        self.index = {self.key(c["mixture"], c["intermediate_lr"]): i for i, c in enumerate(self.configs)}
+        self.best = max(c["final"] for c in self.configs)
+        self.grid_cost = sum(c["elapsed_s"][-1] for c in self.configs)
+        self.n_rungs = len(self.configs[0]["values"])
+
+    def key(self, mixture: dict, lr) -> tuple:
+        return (tuple(sorted(mixture)), None if not mixture else float(lr))
+
+    def suggest(self, trial) -> int:
+        chosen = [t for t in self.candidates if trial.suggest_categorical(f"use_{t}", [True, False])]
+        lr = trial.suggest_categorical("intermediate_lr", self.lrs)
+        return self.index[self.key({t: 1.0 for t in chosen}, lr)]
+
+
+def replay(table: Table, sampler, asha: int, max_trials: int) -> tuple[float | None, int, float]:
+    """(cost until a finished trial is within WITHIN of the grid's best, or None if none did within
+    `max_trials`; trials run; total cost spent)."""
+    import optuna
+    from types import SimpleNamespace
+
+    from search.trainable import METRIC
+    from search.tuner import SeededASHA
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    sched = SeededASHA(time_attr="training_iteration", metric=METRIC, mode="max", max_t=table.n_rungs,
+                       grace_period=asha, reduction_factor=2, protected=0) if asha else None  # asha: grace period
+    paid: dict[int, float] = {}
+    cost = 0.0
+    for n in range(max_trials):
+        trial = study.ask()
+        i = table.suggest(trial)
+        config = table.configs[i]
+        ray_trial = SimpleNamespace(trial_id=f"t{n}", config={"optuna_trial": trial.number})
+        if sched:
+            sched.on_trial_add(None, ray_trial)
+        stopped = False
+        for rung, value in enumerate(config["values"], start=1):
+            cost += max(0.0, config["elapsed_s"][rung - 1] - paid.get(i, 0.0))
+            paid[i] = max(paid.get(i, 0.0), config["elapsed_s"][rung - 1])
+            trial.report(value, rung)
+            if sched and rung < table.n_rungs:
+                if sched.on_trial_result(None, ray_trial, {"training_iteration": rung, METRIC: value}) == sched.STOP:
+                    stopped = True
+                    break
+        if stopped:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            continue
+        if sched:
+            sched.on_trial_complete(None, ray_trial, {"training_iteration": table.n_rungs, METRIC: config["final"]})
+        study.tell(trial, config["final"])
+        if config["final"] >= table.best - WITHIN:
+            return cost, n + 1, cost
+    return None, max_trials, cost
+
+
+def strategies(seed: int, budget: int) -> dict:
+    import optuna
+
+    from search.tuner import tpe_sampler
+
+    return {"random": (optuna.samplers.RandomSampler(seed=seed), 0),
+            "tpe": (tpe_sampler(seed, budget), 0),
+            "random_asha": (optuna.samplers.RandomSampler(seed=seed), 1),
+            "tpe_asha": (tpe_sampler(seed, budget), 1),  # ASHA: grace period 1 rung, reduction factor 2
+            "random_asha_grace4": (optuna.samplers.RandomSampler(seed=seed), 4),
+            "tpe_asha_grace4": (tpe_sampler(seed, budget), 4)}  # the toy preset's grace period
+
+
+def run(data: dict, seeds: int, budget_factor: int = 4) -> dict:
+    table = Table(data)
+    max_trials = budget_factor * len(table.configs)
+    results: dict[str, dict] = {}
+    for name in strategies(0, len(table.configs)):
+        costs, counts = [], []
+        for seed in range(seeds):
+            sampler, asha = strategies(seed, len(table.configs))[name]
+            cost, n, _ = replay(table, sampler, asha, max_trials)
+            costs.append(math.inf if cost is None else cost)
+            counts.append(n)
+        reached = [c for c in costs if c != math.inf]
+        results[name] = {"seeds": seeds, "median_cost": _finite(statistics.median(costs)),
+                         "p90_cost": _finite(sorted(costs)[math.ceil(0.9 * seeds) - 1]),
+                         "reached": len(reached), "median_trials": statistics.median(counts)}
+    best = max(table.configs, key=lambda c: c["final"])
+    out = {"grid_cost": table.grid_cost, "n_configs": len(table.configs), "within": WITHIN,
+           "best": {"mixture": best["mixture"], "intermediate_lr": best["intermediate_lr"], "final": best["final"],
+                    "test_average": best.get("test_average")},
+           "baseline_final": next((c["final"] for c in table.configs if not c["mixture"]), None),
+           "strategies": results}
+    out["transfer_spearman"] = transfer_correlation(table.configs)
+    ta, rnd = results["tpe_asha"]["median_cost"], results["random"]["median_cost"]
+    out["ratios"] = {"tpe_asha_vs_grid": None if ta is None else ta / table.grid_cost,
+                     "tpe_asha_vs_random": None if ta is None or not rnd else ta / rnd}
+    return out
+
+
+def transfer_correlation(configs: list[dict]) -> dict:
+    """Spearman's rho over the grid between LogME of each phase-2 encoder and the fine-tuned validation score,
+    per target (issue 11's bar for a transferability rung: >= 0.7)."""
+    from scipy.stats import spearmanr
+
+    out = {}
+    for target in TRANSFER_TARGETS:
+        pairs = [(c["transfer"][target], c["validation_targets"][target]) for c in configs
+                 if c.get("transfer", {}).get(target) is not None and target in c.get("validation_targets", {})]
+        if len(pairs) >= 4:
+            rho = spearmanr(*zip(*pairs)).statistic
+            out[target] = {"rho": float(rho), "n": len(pairs)}
+    return out
+
+
+def _finite(x: float) -> float | None:
+    return None if x == math.inf else x
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--record", action="store_true", help="run the grid (slow) and write the record first")
+    ap.add_argument("--data-dir", type=Path, default=ROOT / "toy_data")
+    ap.add_argument("--record-file", type=Path, default=RECORD)
+    ap.add_argument("--seeds", type=int, default=50)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    data = record(args.data_dir.resolve(), args.record_file) if args.record else json.loads(args.record_file.read_text())
+    out = run(data, args.seeds)
+    print(f"grid: {out['n_configs']} configurations, cost {out['grid_cost']:.0f} s; best {out['best']['mixture'] or 'baseline'}"
+          f" (lr {out['best']['intermediate_lr']}) {out['best']['final']:.2f}; baseline {out['baseline_final']:.2f}")
+    print(f"{'strategy':20s} {'median cost':>12s} {'p90 cost':>10s} {'reached':>8s} {'median trials':>14s}")
+    for name, r in out["strategies"].items():
+        fmt = lambda v: "never" if v is None else f"{v:.0f} s"  # noqa: E731
+        print(f"{name:20s} {fmt(r['median_cost']):>12s} {fmt(r['p90_cost']):>10s} {r['reached']:>5d}/{r['seeds']}"
+              f" {r['median_trials']:>14}")
+    for target, r in out["transfer_spearman"].items():
+        print(f"transferability (LogME) vs fine-tuned {target}: Spearman {r['rho']:+.2f} over {r['n']} encoders")
+    print("ratios: " + json.dumps({k: None if v is None else round(v, 3) for k, v in out["ratios"].items()}))
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""The tabular search benchmark (benchmarks/search_efficiency.py) on planted grids (fast): a repeated
+configuration is paid for once (the caches), an unreachable target is reported as never reached, and where the
+first rungs predict the final score ASHA makes TPE cheaper; the checked-in record is well formed.
+
+Run: pytest tests/test_search_efficiency.py
+"""
+
+import importlib.util
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("search_efficiency", ROOT / "benchmarks" / "search_efficiency.py")
+bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench)
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # PartialFixedSampler
+CANDIDATES = ["mnli", "qqp", "squad_v1", "sst2"]
+EFFECT = {"mnli": 4.0, "qqp": 1.0, "squad_v1": -3.0, "sst2": 0.0}  # planted: mnli helps, squad_v1 hurts
+
+
+def planted(n_rungs: int = 6, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    configs = [{"mixture": {}, "intermediate_lr": None}]
+    for k in range(1, 5):
+        for subset in itertools.combinations(CANDIDATES, k):
+            for lr in (1e-4, 1e-3):
+                configs.append({"mixture": {t: 1.0 for t in subset}, "intermediate_lr": lr})
+    for c in configs:
+        final = 40 + sum(EFFECT[t] for t in c["mixture"]) + (0.5 if c["intermediate_lr"] == 1e-3 else 0.0)
+        c["values"] = [final + rng.normal(0, 0.2) for _ in range(n_rungs - 1)] + [final]
+        c["elapsed_s"] = list(np.cumsum([30.0 if c["mixture"] else 5.0] + [10.0] * (n_rungs - 1)))
+        c["final"] = final
+    return {"settings": {"candidates": CANDIDATES, "lrs": [1e-4, 1e-3]}, "configs": configs}
+
+
+def test_a_repeated_configuration_is_paid_for_once():
+    table = bench.Table(planted())
+    qqp = {"use_mnli": False, "use_qqp": True, "use_squad_v1": False, "use_sst2": False, "intermediate_lr": 1e-4}
+    fixed = lambda params: optuna.samplers.PartialFixedSampler(params, optuna.samplers.RandomSampler(seed=0))  # noqa: E731
+    cost, n, total = bench.replay(table, fixed(qqp), asha=0, max_trials=7)
+    assert cost is None and n == 7  # qqp alone never comes within 0.5 of mnli + qqp + sst2
+    assert total == table.configs[table.index[table.key({"qqp": 1.0}, 1e-4)]]["elapsed_s"][-1]  # paid once, not 7x
+    best = {**qqp, "use_mnli": True, "use_sst2": True, "intermediate_lr": 1e-3}
+    cost, n, _ = bench.replay(table, fixed(best), asha=0, max_trials=3)
+    assert n == 1 and cost == table.configs[table.index[table.key({"mnli": 1, "qqp": 1, "sst2": 1}, 1e-3)]]["elapsed_s"][-1]
+
+
+def test_asha_makes_tpe_cheaper_where_early_rungs_predict_the_final_score():
+    out = bench.run(planted(), seeds=20)
+    s = out["strategies"]
+    assert out["best"]["mixture"] == {"mnli": 1.0, "qqp": 1.0} and out["best"]["intermediate_lr"] == 1e-3
+    assert all(r["reached"] == 20 for r in s.values()), s
+    assert s["tpe_asha"]["median_cost"] < s["tpe"]["median_cost"], s
+    assert s["random_asha"]["median_cost"] < s["random"]["median_cost"], s
+    assert out["grid_cost"] == sum(c["elapsed_s"][-1] for c in planted()["configs"])
+
+
+@pytest.mark.skipif(not bench.RECORD.exists(), reason="no recorded grid yet (benchmarks/search_efficiency.py --record)")
+def test_the_recorded_grid_is_well_formed():
+    data = json.loads(bench.RECORD.read_text())
+    table = bench.Table(data)
+    assert len(table.configs) == len(bench.grid_points()) == len(table.index)  # every grid point, once
+    for c in data["configs"]:
+        assert len(c["values"]) == len(c["elapsed_s"]) == table.n_rungs and c["final"] == c["values"][-1]
+        assert all(b >= a for a, b in zip(c["elapsed_s"], c["elapsed_s"][1:]))
