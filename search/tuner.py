@@ -56,6 +56,8 @@ class PrunedOptunaSearch(OptunaSearch):
             # Out of retries: leave its Optuna trial RUNNING, not FAIL, so `--resume` (which reruns errored
             # trials from their checkpoints) can still finish it as the same Optuna trial.
             return
+        if result and not error and trial_id not in self._completed_trials and trial_id in self._ot_trials:
+            self._report_last(self._ot_trials[trial_id], result)
         if (result and not error and trial_id not in self._completed_trials and trial_id in self._ot_trials
                 and result.get("training_iteration", self._max_t) < self._max_t):
             ot_trial = self._ot_trials[trial_id]
@@ -63,6 +65,17 @@ class PrunedOptunaSearch(OptunaSearch):
             self._completed_trials.add(trial_id)
             return
         super().on_trial_complete(trial_id, result, error)
+
+
+    def _report_last(self, ot_trial, result: dict) -> None:
+        """Tune hands a trial's last result (the rung ASHA stopped it at, or max_t) to on_trial_complete only,
+        never to on_trial_result: record it as an intermediate value too, so Optuna's history of a trial has
+        every rung it reported (as MLflow's does)."""
+        step, value = result.get("training_iteration"), result.get(METRIC)
+        if step is None or value is None:
+            return
+        if int(step) not in self._ot_study._storage.get_trial(ot_trial._trial_id).intermediate_values:
+            ot_trial.report(float(value), int(step))
 
 
 class SeededASHA(ASHAScheduler):

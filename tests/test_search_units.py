@@ -87,14 +87,15 @@ def _searcher(storage, max_t=3):
 def test_scheduler_stopped_trials_reach_optuna_as_pruned(tmp_path):
     s = _searcher(f"sqlite:///{tmp_path}/o.db")
     s.suggest("a"), s.suggest("b")
-    s.on_trial_result("a", {"validation/average": 10.0, "training_iteration": 1})
+    # Tune hands the result a trial stops at to on_trial_complete only (not on_trial_result)
     s.on_trial_complete("a", {"validation/average": 10.0, "training_iteration": 1})  # stopped at rung 1 of 3
-    for it in (1, 2, 3):
+    for it in (1, 2):
         s.on_trial_result("b", {"validation/average": 20.0 + it, "training_iteration": it})
     s.on_trial_complete("b", {"validation/average": 23.0, "training_iteration": 3})
     study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path}/o.db")
     states = {t.number: (t.state, t.value) for t in study.trials}
     assert states == {0: (TrialState.PRUNED, 10.0), 1: (TrialState.COMPLETE, 23.0)}  # pruned: last rung value
+    assert [t.intermediate_values for t in study.trials] == [{1: 10.0}, {1: 21.0, 2: 22.0, 3: 23.0}]  # every rung
 
 
 def test_trials_left_running_by_a_crash_are_taken_up_again(tmp_path):
