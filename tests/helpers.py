@@ -11,12 +11,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_http(url: str, seconds: float = 90) -> bool:
+def wait_http(url: str, seconds: float = 90, any_status: bool = False) -> bool:
+    """Whether `url` answers with success within `seconds`; with `any_status`, whether an HTTP server answers at
+    all (a server that asks for credentials answers 401: that counts)."""
+    import urllib.error
+
     deadline = time.time() + seconds
     while time.time() < deadline:
         try:
             urllib.request.urlopen(url, timeout=2)
             return True
+        except urllib.error.HTTPError:
+            if any_status:
+                return True
+            time.sleep(1)
         except OSError:
             time.sleep(1)
     return False

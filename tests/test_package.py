@@ -10,12 +10,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from helpers import free_port
+from helpers import free_port, wait_http
 from trainables.config import load_config
 from trainables.errors import XstiltsError
 from trainables.presets import find, listing
@@ -93,22 +92,6 @@ def test_wheel_in_a_fresh_environment_from_an_empty_folder(tmp_path, toy_dir, ca
     assert f"cache {cache}" in run.stdout and json.loads((empty / "out.json").read_text())["targets"]["xnli"]
 
 
-def _answers(url: str, seconds: float) -> bool:
-    """Whether an HTTP server answers at all (the job server asks for its token: 401 counts)."""
-    import urllib.error
-    import urllib.request
-
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return True
-        except urllib.error.HTTPError:
-            return True
-        except OSError:
-            time.sleep(1)
-    return False
-
 
 @pytest.mark.slow
 def test_ray_job_submit_runs_a_search_on_a_cluster(tmp_path, toy_dir, cache):
@@ -124,7 +107,7 @@ def test_ray_job_submit_runs_a_search_on_a_cluster(tmp_path, toy_dir, cache):
                              "--disable-usage-stats"], env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
-        assert _answers(f"http://127.0.0.1:{dash}/api/version", 120), "the job server did not come up"
+        assert wait_http(f"http://127.0.0.1:{dash}/api/version", 120, any_status=True), "the job server did not come up"
         workdir = tmp_path / "job"  # what --working-dir uploads: the presets come with the installed package
         workdir.mkdir()
         pipeline = [f"data_dir={toy_dir}", "intermediate.steps=20", "targets=[xnli,tatoeba]",

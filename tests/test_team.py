@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -62,7 +61,7 @@ authorization_function = mlflow.server.auth:authenticate_request_basic_auth
     uri = f"http://127.0.0.1:{port}"
     dash = None
     try:
-        assert _answers(f"{uri}/health")
+        assert wait_http(f"{uri}/health", any_status=True)
         with pytest.raises(urllib.error.HTTPError) as refused:  # no credentials: refused
             urllib.request.urlopen(f"{uri}/api/2.0/mlflow/experiments/search?max_results=5", timeout=5)
         assert refused.value.code == 401
@@ -120,18 +119,6 @@ authorization_function = mlflow.server.auth:authenticate_request_basic_auth
             _stop(dash)
         _stop(server)
 
-
-def _answers(url: str, seconds: float = 90) -> bool:
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return True
-        except urllib.error.HTTPError:
-            return True
-        except OSError:
-            time.sleep(1)
-    return False
 
 
 def test_dashboard_serves_a_sqlite_study(tmp_path):
