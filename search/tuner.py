@@ -256,8 +256,7 @@ def build_tuner(cfg: SearchConfig, ctx: TrialContext, resume: bool, callbacks: l
     exp_dir = search_dir(cfg) / "ray"
     if resume and tune.Tuner.can_restore(str(exp_dir)):
         return tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_errored=True)
-    if resume:  # the search.json was written but the driver died before Ray saved its experiment: start afresh
-        pass
+    # (a resume whose driver died before Ray saved its experiment starts afresh, below)
     max_t = ctx.n_rungs
     points = [TrialSpec(mixture=p).to_params(cfg.candidates) for p in cfg.points_to_evaluate]
     searcher = PrunedOptunaSearch(
