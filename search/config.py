@@ -2,12 +2,16 @@
 
 A search names a pipeline preset (what one trial runs) and the space around it: candidate intermediate
 tasks, weight bounds, learning-rate bounds (log scale), phase-2 step choices, optional sampling
-temperature, known mixtures to try first, trials, concurrency, resources, early stopping, repeats.
+temperature, known mixtures to try first, trials, concurrency, resources, early stopping, repeats, and the
+objectives: the validation average alone, or `[average, cost]` (Optuna's multi-objective TPE; the summary
+then names the Pareto front of score against accelerator-hours).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -69,6 +73,16 @@ class SearchConfig(Strict):
     # (the driver is the only Optuna client, so SQLite on the driver's disk is enough for one search at a time)
     optuna_storage: str | None = None
     experiment: str | None = None  # default: "xstilts-search-<name>"
+    # [average]: maximise the validation average. [average, cost]: also minimise the trial's accelerator-hours
+    # (GPU-hours when resources.gpu > 0, else CPU-hours); ASHA still stops trials on the average alone.
+    objectives: list[Literal["average", "cost"]] = ["average"]
+
+    @field_validator("objectives")
+    @classmethod
+    def _objectives(cls, objectives: list[str]) -> list[str]:
+        if objectives not in (["average"], ["average", "cost"]):
+            raise ValueError(f"objectives {objectives} — use [average] or [average, cost]")
+        return objectives
 
     @field_validator("candidates")
     @classmethod
@@ -88,6 +102,15 @@ class SearchConfig(Strict):
                     raise ValueError(f"points_to_evaluate: weight {weight} of {task} is outside "
                                      f"[{self.weight.low}, {self.weight.high}]")
         return self
+
+    @property
+    def cost_metric(self) -> str:
+        """The trial metric the cost objective reads (what each rung reports, cumulative)."""
+        return "cost/gpu_hours" if self.resources.gpu else "cost/cpu_hours"
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
 
     @property
     def experiment_name(self) -> str:

@@ -180,7 +180,7 @@ def check_resume(cfg: SearchConfig, resume: bool) -> None:
     saved = json.loads(state.read_text()).get("config")
     if saved:
         keys = ("candidates", "weight", "temperature", "intermediate_lr", "target_lr", "steps", "points_to_evaluate",
-                "pipeline", "overrides", "repeats", "scheduler", "num_samples")
+                "pipeline", "overrides", "repeats", "scheduler", "num_samples", "objectives")
         now = json.loads(json.dumps(cfg.model_dump(), default=str))
         changed = [k for k in keys if saved.get(k) != now.get(k)]
         if changed:

@@ -57,18 +57,26 @@ def build_summary(cfg: SearchConfig, uri: str, parent: str, errors: int = 0, zom
             continue
         run = runs.get(t.number)
         m = run.metrics if run else {}
+        values = t.values if t.state == TrialState.COMPLETE else None
         trials.append({
             "number": t.number, "state": t.state.name,
             "mixture": trained_mixture(run, TrialSpec.from_params(t.params, cfg.candidates)),
-            "params": dict(t.params), "average": t.value if t.state == TrialState.COMPLETE else None,
+            "params": dict(t.params), "average": values[0] if values else None,
+            "cost": m.get(cfg.cost_metric), "cost_unit": cfg.cost_metric.split("/")[1],
             "xtreme": m.get(names.xtreme("validation")) if t.state == TrialState.COMPLETE else None,
             "test_average": m.get(names.average("test")), "test_xtreme": m.get(names.xtreme("test")),
             "mlflow_run_id": run.run_id if run else None, "targets": names.target_scores(m, "validation"),
         })
     done = [t for t in trials if t["state"] == "COMPLETE" and t["average"] is not None]
     best = max(done, key=lambda t: t["average"]) if done else None
+    front = None
+    if cfg.multi_objective:  # Optuna's Pareto front of (average up, cost down), cheapest first
+        on_front = {t.number for t in study.best_trials}
+        front = sorted(({k: t[k] for k in ("number", "mixture", "average", "cost", "test_average")}
+                        for t in done if t["number"] in on_front), key=lambda t: (t["cost"] or 0.0, -t["average"]))
     return mask({
         "name": cfg.name, "num_samples": cfg.num_samples, "optuna_storage": optuna_storage(cfg),
+        "objectives": list(cfg.objectives), "pareto_front": front,
         "mlflow": {"tracking_uri": uri, "experiment": cfg.experiment_name, "parent_run_id": parent},
         "trials": trials, "errors": errors, "zombies_closed": zombies,
         "best": None if best is None else {k: best[k] for k in ("number", "mixture", "average", "xtreme",
@@ -77,15 +85,23 @@ def build_summary(cfg: SearchConfig, uri: str, parent: str, errors: int = 0, zom
 
 
 def summary_table(summary: dict, top: int = 5) -> Table:
-    done = sorted((t for t in summary["trials"] if t["average"] is not None), key=lambda t: -t["average"])[:top]
+    """The best trials by validation score; with a cost objective, every trial of the Pareto front too
+    (marked *) and a cost column."""
+    front = {t["number"] for t in summary.get("pareto_front") or []}
+    ranked = sorted((t for t in summary["trials"] if t["average"] is not None), key=lambda t: -t["average"])
+    done = [t for i, t in enumerate(ranked) if i < top or t["number"] in front]
     targets = [t for t in TARGETS if any(t in d["targets"] for d in done)]
     label = score_name(len(targets))
-    table = Table("#", "mixture", f"val {label}", f"test {label}", *targets,
-                  title=f"{summary['name']}: best mixtures (of {len(summary['trials'])} trials; "
-                        f"{sum(t['state'] == 'PRUNED' for t in summary['trials'])} pruned)")
+    cost = [f"{done[0]['cost_unit'].replace('_', '-')}"] if front and done else []
+    title = (f"{summary['name']}: best mixtures (of {len(summary['trials'])} trials; "
+             f"{sum(t['state'] == 'PRUNED' for t in summary['trials'])} pruned)")
+    if front:
+        title += "; * = Pareto front of score against cost"
+    table = Table("#", "mixture", f"val {label}", f"test {label}", *cost, *targets, title=title)
     for t in done:
-        table.add_row(str(t["number"]), mixture_label(t["mixture"]), f"{t['average']:.2f}",
-                      "-" if t["test_average"] is None else f"{t['test_average']:.2f}",
+        table.add_row(str(t["number"]) + ("*" if t["number"] in front else ""), mixture_label(t["mixture"]),
+                      f"{t['average']:.2f}", "-" if t["test_average"] is None else f"{t['test_average']:.2f}",
+                      *([f"{t['cost']:.4f}" if t["cost"] is not None else "-"] if cost else []),
                       *(f"{t['targets'].get(x, float('nan')):.1f}" for x in targets))
     return table
 

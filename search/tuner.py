@@ -1,5 +1,8 @@
 """Launch (or resume) a search: Ray Tune + OptunaSearch (TPE) + ASHA, tracked in MLflow.
 
+Objectives: the validation average, or with `objectives: [average, cost]` also the trial's accelerator-hours
+(Optuna's multi-objective TPE; ASHA still stops on the average; Optuna keeps no per-rung history then).
+
 Everything a search keeps lives under `<storage>/<name>/`: Ray's experiment (`ray/`), the Optuna study
 (`optuna.db`, open it with `optuna-dashboard sqlite:///<storage>/<name>/optuna.db`), `search.json` (the
 parent MLflow run) and `summary.json`.
@@ -72,7 +75,7 @@ class PrunedOptunaSearch(OptunaSearch):
         never to on_trial_result: record it as an intermediate value too, so Optuna's history of a trial has
         every rung it reported (as MLflow's does)."""
         step, value = result.get("training_iteration"), result.get(METRIC)
-        if step is None or value is None:
+        if step is None or value is None or isinstance(self.metric, list):  # Optuna keeps no history per objective
             return
         if int(step) not in self._ot_study._storage.get_trial(ot_trial._trial_id).intermediate_values:
             ot_trial.report(float(value), int(step))
@@ -259,8 +262,9 @@ def build_tuner(cfg: SearchConfig, ctx: TrialContext, resume: bool, callbacks: l
     # (a resume whose driver died before Ray saved its experiment starts afresh, below)
     max_t = ctx.n_rungs
     points = [TrialSpec(mixture=p).to_params(cfg.candidates) for p in cfg.points_to_evaluate]
+    metric, mode = objectives(cfg)
     searcher = PrunedOptunaSearch(
-        functools.partial(define_space, cfg=cfg), metric=METRIC, mode="max", max_t=max_t,
+        functools.partial(define_space, cfg=cfg), metric=metric, mode=mode, max_t=max_t,
         points_to_evaluate=points or None,
         sampler=tpe_sampler(cfg.seed, cfg.num_samples),
         storage=optuna.storages.RDBStorage(optuna_storage(cfg)), study_name=cfg.name)
@@ -276,6 +280,20 @@ def build_tuner(cfg: SearchConfig, ctx: TrialContext, resume: bool, callbacks: l
         run_config=tune.RunConfig(name="ray", storage_path=str(search_dir(cfg)), verbose=0, callbacks=callbacks,
                                   failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
+
+
+def objectives(cfg: SearchConfig) -> tuple[str | list[str], str | list[str]]:
+    """Optuna's metric(s) and direction(s): the validation average (max), and with `objectives: [average, cost]`
+    the trial's accelerator-hours (min) too. Tune's own metric (ASHA, best result) stays the average."""
+    if cfg.multi_objective:
+        return [METRIC, cfg.cost_metric], ["max", "min"]
+    return METRIC, "max"
+
+
+def trial_values(cfg: SearchConfig, metrics: dict) -> float | list[float]:
+    """What Optuna is told for a finished trial, from its last reported metrics."""
+    metric, _ = objectives(cfg)
+    return [float(metrics[m]) for m in metric] if isinstance(metric, list) else float(metrics[metric])
 
 
 def tpe_sampler(seed: int, num_samples: int) -> optuna.samplers.TPESampler:
@@ -305,9 +323,9 @@ def settle_study(cfg: SearchConfig, results, max_t: int) -> int:
         elif result.error is None:
             if finished_all_rungs(result.metrics, max_t):
                 step = int(result.metrics["training_iteration"])
-                if step not in t.intermediate_values:  # the dropped result was the last rung's
+                if not cfg.multi_objective and step not in t.intermediate_values:  # the dropped last rung
                     optuna.trial.Trial(study, t._trial_id).report(result.metrics[METRIC], step)
-                study.tell(t.number, result.metrics[METRIC])
+                study.tell(t.number, trial_values(cfg, result.metrics))
             else:
                 study.tell(t.number, state=TrialState.PRUNED)
     return zombies

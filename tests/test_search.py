@@ -77,6 +77,29 @@ def test_toy_search_end_to_end(tmp_path, toy_dir, cache):
     assert best.returncode == 0 and f"{summary['best']['average']:.2f}" in best.stdout
 
 
+def test_score_and_cost_search_names_its_pareto_front(tmp_path, toy_dir, cache):
+    """objectives=[average, cost]: Optuna's study has two directions, every finished trial carries its
+    (average, CPU-hours), and the summary's Pareto front is exactly the finished trials no other beats on both."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = subprocess.run(search_args(tmp_path, toy_dir, cache, "mo", uri, "objectives=[average, cost]", n=3),
+                         capture_output=True, text=True, cwd=tmp_path, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    root = tmp_path / "searches" / "mo"
+    summary = json.loads((root / "summary.json").read_text())
+    study = optuna.load_study(study_name="mo", storage=f"sqlite:///{root / 'optuna.db'}")
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    done = [t for t in summary["trials"] if t["state"] == "COMPLETE"]
+    assert done and all(len(t.values) == 2 for t in study.trials if t.state == TrialState.COMPLETE)
+    by_number = {t.number: t.values for t in study.trials if t.state == TrialState.COMPLETE}
+    for t in done:  # the summary's average and cost are what Optuna was told
+        assert [t["average"], t["cost"]] == pytest.approx(by_number[t["number"]])
+    dominated = {a["number"] for a in done for b in done
+                 if b["average"] >= a["average"] and b["cost"] <= a["cost"]
+                 and (b["average"], b["cost"]) != (a["average"], a["cost"])}
+    assert {p["number"] for p in summary["pareto_front"]} == {t["number"] for t in done} - dominated
+    assert summary["objectives"] == ["average", "cost"] and "Pareto front" in out.stdout
+
+
 def test_repeats_report_mean_and_spread(tmp_path, toy_dir, cache):
     """repeats=2: each configuration runs two seeds in lockstep; every rung reports their mean (so ASHA can
     stop repeated configurations too), the spread and each seed's own average are logged."""

@@ -45,6 +45,10 @@ def test_bad_search_configs():
         load_search_config(None, ["candidates=[mnli]", "points_to_evaluate=[{qqp: 1.0}]"])
     with pytest.raises(XstiltsError, match="low 2.0 > high 1.0"):
         load_search_config(None, ["weight={low: 2.0, high: 1.0}"])
+    with pytest.raises(XstiltsError, match=r"objectives \['cost'\] — use \[average\] or \[average, cost\]"):
+        load_search_config(None, ["objectives=[cost]"])
+    with pytest.raises(XstiltsError, match="objectives"):
+        load_search_config(None, ["objectives=[average, speed]"])
 
 
 def test_space_spec_and_config_round_trip():
@@ -281,3 +285,46 @@ def test_settle_study_makes_optuna_agree_with_ray(tmp_path):
     done, pruned, zombie, errored = study.get_trials()
     assert done.state == OT.COMPLETE and done.value == 42.0 and done.intermediate_values == {1: 40.0, 2: 41.0, 3: 42.0}
     assert pruned.state == OT.PRUNED and zombie.state == OT.FAIL and errored.state == OT.RUNNING
+
+
+def test_multi_objective_trials_reach_optuna_with_score_and_cost(tmp_path):
+    """objectives: [average, cost]: Optuna is told (average, cost) for a finished trial, PRUNED for one ASHA
+    stopped (no per-rung history: Optuna has none for several objectives), and the Pareto front is the
+    trials no other beats on both."""
+    cfg = load_search_config(None, ["candidates=[mnli,qqp]", "objectives=[average, cost]"])
+    storage = f"sqlite:///{tmp_path}/o.db"
+    from search.tuner import objectives
+
+    metric, mode = objectives(cfg)
+    assert metric == [METRIC, "cost/cpu_hours"] and mode == ["max", "min"]
+    s = PrunedOptunaSearch(lambda t: define_space(t, cfg), metric=metric, mode=mode, max_t=3,
+                           storage=optuna.storages.RDBStorage(storage), study_name="s",
+                           sampler=optuna.samplers.RandomSampler(seed=0))
+    for trial_id in "abcd":
+        s.suggest(trial_id)
+    for it in (1, 2):
+        s.on_trial_result("b", {METRIC: 20.0 + it, "cost/cpu_hours": 0.01 * it, "training_iteration": it})
+    s.on_trial_complete("a", {METRIC: 10.0, "cost/cpu_hours": 0.001, "training_iteration": 1})  # stopped at rung 1
+    s.on_trial_complete("b", {METRIC: 23.0, "cost/cpu_hours": 0.03, "training_iteration": 3})
+    s.on_trial_complete("c", {METRIC: 21.0, "cost/cpu_hours": 0.01, "training_iteration": 3})
+    s.on_trial_complete("d", {METRIC: 20.0, "cost/cpu_hours": 0.02, "training_iteration": 3})  # dominated by c
+    study = optuna.load_study(study_name="s", storage=storage)
+    assert [t.state for t in study.trials] == [TrialState.PRUNED] + [TrialState.COMPLETE] * 3
+    assert [t.values for t in study.trials[1:]] == [[23.0, 0.03], [21.0, 0.01], [20.0, 0.02]]
+    assert sorted(t.number for t in study.best_trials) == [1, 2]
+
+
+def test_settle_study_tells_both_objectives(tmp_path):
+    from types import SimpleNamespace
+
+    from search.tuner import optuna_storage, settle_study
+
+    cfg = load_search_config("toy", [f"storage={tmp_path}", "name=s", "objectives=[average, cost]"])
+    (tmp_path / "s").mkdir()
+    study = optuna.create_study(study_name="s", storage=optuna_storage(cfg), directions=["maximize", "minimize"])
+    study.ask()
+    done = SimpleNamespace(config={"optuna_trial": 0}, error=None,
+                           metrics={"training_iteration": 9, METRIC: 42.0, "cost/cpu_hours": 0.5})
+    settle_study(cfg, [done], max_t=9)
+    (trial,) = study.get_trials()
+    assert trial.state == TrialState.COMPLETE and trial.values == [42.0, 0.5]
