@@ -68,3 +68,13 @@ def test_the_recorded_grid_is_well_formed():
     for c in data["configs"]:
         assert len(c["values"]) == len(c["elapsed_s"]) == table.n_rungs and c["final"] == c["values"][-1]
         assert all(b >= a for a, b in zip(c["elapsed_s"], c["elapsed_s"][1:]))
+
+
+def test_planted_effects_are_each_single_task_against_the_baseline():
+    data = planted()
+    for c in data["configs"]:
+        c["test_targets"] = {"xnli": 40 + sum(EFFECT[t] for t in c["mixture"]), "bucc2018": 80 - 5 * len(c["mixture"])}
+    effects = bench.planted_effects(data["configs"])
+    assert set(effects) == {f"{t} @ {lr:g}" for t in CANDIDATES for lr in (1e-4, 1e-3)}  # single tasks only
+    assert effects["mnli @ 0.0001"] == {"xnli": 4.0, "bucc2018": -5.0, "validation_average": 4.0}
+    assert effects["squad_v1 @ 0.001"]["xnli"] == -3.0 and effects["squad_v1 @ 0.001"]["validation_average"] == -2.5

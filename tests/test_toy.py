@@ -83,3 +83,58 @@ def test_toy_tokenizer_round_trips(toy_tokenizer):
     ids = toy_tokenizer("anna sees the red fox")["input_ids"]
     assert ids[0] == 0 and ids[-1] == 2 and toy_tokenizer.pad_token_id == 1
     assert toy_tokenizer.decode(ids, skip_special_tokens=True) == "anna sees the red fox"
+
+
+def _build(toy_dir, cache, threads: int, **model) -> str:
+    """Build a small toy model in a fresh process whose torch starts with `threads` threads; its weights' digest."""
+    import subprocess
+    import sys
+
+    code = ("import hashlib, json, sys, torch\n"
+            f"torch.set_num_threads({threads})\n"
+            "from pathlib import Path\n"
+            "from trainables.config import ModelConfig\n"
+            "from trainables.model import toy_model\n"
+            f"path = toy_model(Path({str(toy_dir)!r}), Path({str(cache)!r}), ModelConfig(**json.loads(sys.argv[1])), log=lambda *a: None)\n"
+            "print(hashlib.sha256((path / 'model.safetensors').read_bytes()).hexdigest())\n")
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(model)], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.split()[-1]
+
+
+def test_toy_model_is_the_same_whatever_threads_the_machine_gives(toy_dir, tmp_path):
+    """Same seed, same toy model, bit for bit, whether the process had 1 thread or 2 (a float sum's order
+    depends on the kernel's split over threads; the build pins its own count, `model.TOY_THREADS`)."""
+    small = {"hidden_size": 32, "layers": 2, "heads": 2, "mlm_steps": 30, "align_every": 5}
+    assert _build(toy_dir, tmp_path / "a", 1, **small) == _build(toy_dir, tmp_path / "b", 2, **small)
+
+
+@pytest.mark.slow
+def test_alignment_steps_make_toy_retrieval_find_translations(toy_dir, tmp_path):
+    """The toy model's translation-ranking steps (model.align_every) are what lets retrieval find a sentence's
+    translation: Tatoeba-style top-1 at the retrieval layer, far above an MLM-only model of the same budget."""
+    import torch
+
+    from trainables.config import ModelConfig
+    from trainables.model import load_encoder, load_tokenizer, retrieval_layer_index, toy_model
+
+    def accuracy(model_cfg: ModelConfig, cache) -> float:
+        path = toy_model(toy_dir, cache, model_cfg, log=lambda *a: None)
+        enc, tok = load_encoder(path).eval(), load_tokenizer(path)
+        rows = pq.read_table(toy_dir / "google/xtreme/tatoeba.deu/validation.parquet").to_pylist()
+
+        def embed(sentences):
+            batch = tok([s.strip() for s in sentences], padding=True, return_tensors="pt")
+            with torch.no_grad():
+                states = enc(**batch, output_hidden_states=True).hidden_states[
+                    retrieval_layer_index(model_cfg.retrieval_layer, model_cfg.layers)]
+            mask = batch["attention_mask"].unsqueeze(-1).float()
+            return torch.nn.functional.normalize((states * mask).sum(1) / mask.sum(1), dim=-1)
+
+        sim = embed([r["target_sentence"] for r in rows]) @ embed([r["source_sentence"] for r in rows]).T
+        return float((sim.argmax(1) == torch.arange(len(rows))).float().mean()) * 100
+
+    base = {"hidden_size": 64, "layers": 2, "heads": 2, "mlm_steps": 400}
+    aligned = accuracy(ModelConfig(**base, align_every=4), tmp_path / "a")
+    mlm_only = accuracy(ModelConfig(**base, align_every=0), tmp_path / "b")
+    assert aligned > 30 and aligned > mlm_only + 20, (aligned, mlm_only)

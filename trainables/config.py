@@ -32,6 +32,9 @@ class ModelConfig(Strict):
     heads: int = 4
     mlm_steps: int = 1500
     mlm_lr: float = 1.0e-3
+    # every this many phase-1 steps, a translation-ranking step on the toy's parallel sentences aligns the toy's
+    # languages at the retrieval layer (as XLM-R's middle layers are aligned to a degree); 0 = MLM only
+    align_every: int = Field(0, ge=0)
     retrieval_layer: float = Field(14 / 24, gt=0, le=1)  # fraction of depth: XLM-R Large's layer 14 of 24
 
 
@@ -145,6 +148,9 @@ class PipelineConfig(Strict):
     data_workers: int | None = Field(None, ge=0)
     tracking: TrackingConfig = TrackingConfig()
     progress: bool = True
+    # torch CPU threads for this run; None: torch's default (every core; a Ray trial: its CPUs). Float sums
+    # depend on how kernels split them over threads, so a fixed count gives the same scores on any machine.
+    threads: int | None = Field(None, ge=1)
 
     @field_validator("targets")
     @classmethod

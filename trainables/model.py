@@ -6,11 +6,14 @@ saves only the encoder (`save_pretrained`), so every phase-3 head starts fresh, 
 fraction of depth (XLM-R Large: layer 14 of 24).
 
 The toy model: a small XLM-R config on the toy tokenizer, pretrained by a short multilingual MLM on the
-toy corpus (phase 1 of the toy world), cached under `cache_dir/toy-model-<hash>` and built once.
+toy corpus (phase 1 of the toy world) with, every `model.align_every` steps, a translation-ranking step on
+the toy's parallel sentences (so retrieval has something to find), on a fixed number of CPU threads (the
+same model on every machine), cached under `cache_dir/toy-model-<hash>` and built once.
 """
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
@@ -78,10 +81,14 @@ class MultiTaskModel(nn.Module):
 
     def _embed(self, input_ids, attention_mask, layer_fraction: float) -> torch.Tensor:
         out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
-        layer = max(1, round(layer_fraction * self.encoder.config.num_hidden_layers))
-        states = out.hidden_states[layer]  # index 0 is the embedding layer
+        states = out.hidden_states[retrieval_layer_index(layer_fraction, self.encoder.config.num_hidden_layers)]  # index 0 is the embedding layer
         mask = attention_mask.unsqueeze(-1).to(states.dtype)
         return (states * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
+def retrieval_layer_index(fraction: float, depth: int) -> int:
+    """The hidden layer retrieval embeds: round(fraction x depth), at least 1 (index 0 is the embedding layer)."""
+    return max(1, round(fraction * depth))
 
 
 def load_encoder(path: str | Path, revision: str | None = None) -> nn.Module:
@@ -108,7 +115,21 @@ def load_tokenizer(path: str | Path, revision: str | None = None):
 
 # ---------------------------------------------------------------- the toy model (phase 1 of the toy world)
 
-TOY_VERSION = "1"
+TOY_VERSION = "2"
+# The toy model is built with this many CPU threads on every machine: a float sum's order depends on how a
+# kernel splits it over threads, and one rounding difference in phase 1 changes every score downstream.
+TOY_THREADS = 2
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run a block with exactly `n` torch CPU threads (restored afterwards)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def toy_model(data_dir: Path, cache_dir: Path, cfg, seed: int = 0, log=print) -> Path:
@@ -122,9 +143,14 @@ def toy_model(data_dir: Path, cache_dir: Path, cfg, seed: int = 0, log=print) ->
     tok_dir = Path(data_dir) / "tokenizer"
     if not corpus.exists() or not (tok_dir / "tokenizer.json").exists():
         raise XstiltsError(f"{data_dir} has no toy corpus/tokenizer — run `xstilts data toy --out {data_dir}`")
+    parallel = Path(data_dir) / "mlm" / "parallel.tsv"
+    if cfg.align_every and not parallel.exists():
+        raise XstiltsError(f"{data_dir} has no mlm/parallel.tsv for model.align_every — regenerate it with "
+                           f"`xstilts data toy --out {data_dir}` (or set model.align_every=0)")
     payload = {"corpus": file_digest(corpus), "tokenizer": file_digest(tok_dir / "tokenizer.json"),
                "model": [cfg.hidden_size, cfg.layers, cfg.heads, cfg.mlm_steps, cfg.mlm_lr], "seed": seed,
-               "version": TOY_VERSION}
+               "align": [cfg.align_every, cfg.retrieval_layer, file_digest(parallel)] if cfg.align_every else None,
+               "threads": TOY_THREADS, "version": TOY_VERSION}
     entry = Cache(cache_dir).entry("toy-model", payload)
     path, _, _ = entry.get_or_build(lambda tmp: _build_toy(corpus, tok_dir, cfg, seed, log, tmp))
     return path
@@ -143,8 +169,16 @@ def _build_toy(corpus: Path, tok_dir: Path, cfg, seed: int, log, out: Path) -> d
     torch.manual_seed(seed)
     model = XLMRobertaForMaskedLM(config)
     lines = [l for l in corpus.read_text(encoding="utf-8").splitlines() if l.strip()]
-    log(f"phase 1 (toy): MLM pretraining {cfg.layers}x{cfg.hidden_size} on {len(lines)} sentences, {cfg.mlm_steps} steps")
-    mlm_pretrain(model, tokenizer, lines, steps=cfg.mlm_steps, lr=cfg.mlm_lr, device=torch.device("cpu"), seed=seed)
+    pairs = []
+    if cfg.align_every:
+        rows = (corpus.parent / "parallel.tsv").read_text(encoding="utf-8").splitlines()
+        pairs = [tuple(r.split("\t")[1:3]) for r in rows if r.strip()]
+    log(f"phase 1 (toy): MLM pretraining {cfg.layers}x{cfg.hidden_size} on {len(lines)} sentences, {cfg.mlm_steps} steps"
+        + (f", a translation-ranking step every {cfg.align_every} ({len(pairs)} pairs)" if pairs else ""))
+    with torch_threads(TOY_THREADS):
+        mlm_pretrain(model, tokenizer, lines, steps=cfg.mlm_steps, lr=cfg.mlm_lr, device=torch.device("cpu"),
+                     seed=seed, pairs=pairs, align_every=cfg.align_every,
+                     align_layer=retrieval_layer_index(cfg.retrieval_layer, cfg.layers))
     model.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
     return {"corpus": str(corpus)}

@@ -4,8 +4,9 @@ Run:  xstilts data toy --out toy_data        (then: xstilts data inspect xnli --
 
 Languages: en (source) and de, ru (Cyrillic), hi (Devanagari, verb-final); see `trainables.toy_world`.
 Each task's languages are its XTREME list intersected with these (XNLI: en de ru hi; PAWS-X: en de; …),
-and `xstilts.json` says so. Also written: `mlm/corpus.txt` (multilingual, 30 % code-switched, for
-phase 1) and `tokenizer/` (an XLM-R-style Unigram tokenizer trained on that corpus).
+and `xstilts.json` says so. Also written: `mlm/corpus.txt` (multilingual, partly code-switched, for
+phase 1), `mlm/parallel.tsv` (language, sentence, English translation: the toy model's alignment steps)
+and `tokenizer/` (an XLM-R-style Unigram tokenizer trained on the corpus).
 
 Planted transfer structure (which intermediate task teaches the skill a target needs):
   mnli, anli_plus -> xnli     same 3-way relation: same facts = entailment, changed adjective or "does not"
@@ -14,7 +15,11 @@ Planted transfer structure (which intermediate task teaches the skill a target n
   squad_v1/v2     -> xquad, mlqa, tydiqa   span extraction: who / what / where questions over 3 facts
   ccg             -> udpos    same sentences, finer syntactic categories of the same words
   sst2, hellaswag, cosmosqa, commonsenseqa -> (no target: controls; the MC tasks share animal facts)
-Target English training sets are small (200 examples) so that intermediate training can matter.
+  (retrieval)     -> bucc2018, tatoeba   no task teaches it: the toy model is aligned in phase 1 (translation-
+                              ranking steps on mlm/parallel.tsv); intermediate training keeps or disturbs that
+                              alignment (a high learning rate disturbs it: the planted harm)
+Target English training sets are small (200 examples) so that intermediate training can matter. The effects
+measured on the recorded grid (benchmarks/records/toy_grid.json) are tabled in the README ("The toy benchmark").
 """
 
 from __future__ import annotations
@@ -333,6 +338,19 @@ def mlm_corpus(w: World, seed: int, n: int = 20000, switch: float = 0.5) -> list
     return lines
 
 
+def parallel_sentences(w: World, seed: int, n: int = 3000) -> list[tuple[str, str, str]]:
+    """(language, sentence, its English translation): facts in every form the tasks use, for the toy model's
+    alignment steps (`model.align_every`). Drawn from their own generator, so no other file changes."""
+    rng = random.Random(seed + 4)
+    rows = []
+    for i in range(n):
+        lang = LANGS[1 + i % (len(LANGS) - 1)]
+        fact, place, neg = random_fact(rng), rng.random() < 0.7, rng.random() < 0.2
+        rows.append((lang, w.text(fact_tokens(fact, lang, place=place, neg=neg), lang),
+                     w.text(fact_tokens(fact, "en", place=place, neg=neg), "en")))
+    return rows
+
+
 def train_tokenizer(lines: list[str], out: Path, min_count: int = 2) -> None:
     """An XLM-R-style Unigram tokenizer (<s>=0 <pad>=1 </s>=2 <unk>=3 <mask>=4), saved with save_pretrained.
 
@@ -382,9 +400,11 @@ def write_toy(out: Path | str, seed: int = 0) -> Path:
     corpus = mlm_corpus(w, seed)
     (out / "mlm").mkdir(parents=True, exist_ok=True)
     (out / "mlm" / "corpus.txt").write_text("\n".join(corpus) + "\n", encoding="utf-8")
+    (out / "mlm" / "parallel.tsv").write_text("".join("\t".join(r) + "\n" for r in parallel_sentences(w, seed)),
+                                              encoding="utf-8")
     train_tokenizer(corpus, out / "tokenizer")
     manifest = {"name": "xstilts-toy", "seed": seed, "languages": list(LANGS),
                 "task_languages": {t: [l for l in TASKS[t].languages if l in LANGS] for t in TASKS},
-                "corpus": "mlm/corpus.txt", "tokenizer": "tokenizer"}
+                "corpus": "mlm/corpus.txt", "parallel": "mlm/parallel.tsv", "tokenizer": "tokenizer"}
     (out / "xstilts.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return out

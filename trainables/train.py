@@ -302,9 +302,32 @@ def mlm_batches(tokenizer, lines: Sequence[str], batch_size: int, seed: int, max
 
 
 def mlm_pretrain(model, tokenizer, lines: Sequence[str], steps: int, lr: float, device: torch.device, seed: int = 0,
-                 batch_size: int = 64) -> dict:
-    """Masked-LM training of a `*ForMaskedLM` model (phase 1 of the toy world)."""
+                 batch_size: int = 64, pairs: Sequence[tuple[str, str]] = (), align_every: int = 0,
+                 align_layer: int = 1, align_batch: int = 32) -> dict:
+    """Masked-LM training of a `*ForMaskedLM` model (phase 1 of the toy world). With `pairs` (a sentence and its
+    English translation) and `align_every` > 0, every `align_every`-th step also takes a translation-ranking loss
+    (in-batch softmax over cosine similarities / 0.05, both directions) on the mean-pooled `align_layer` states
+    of `align_batch` pairs: what retrieval embeds, so the toy's languages are aligned there to a degree."""
     model.to(device)
     batches = mlm_batches(tokenizer, lines, batch_size, seed)
-    return fit(model, lambda: next(batches), lambda b: model(**{k: v.to(device) for k, v in b.items()}).loss,
-               steps, lr, device, progress=True, desc="phase 1 mlm")
+    rng = torch.Generator().manual_seed(seed + 1)
+    count = {"step": 0}
+
+    def pooled(sentences: list[str]) -> torch.Tensor:
+        enc = tokenizer(sentences, padding=True, truncation=True, max_length=128, return_tensors="pt").to(device)
+        states = model.base_model(**enc, output_hidden_states=True).hidden_states[align_layer]
+        mask = enc["attention_mask"].unsqueeze(-1).to(states.dtype)
+        return torch.nn.functional.normalize((states * mask).sum(1) / mask.sum(1), dim=-1)
+
+    def loss_of(b):
+        loss = model(**{k: v.to(device) for k, v in b.items()}).loss
+        count["step"] += 1
+        if pairs and align_every and count["step"] % align_every == 0:
+            pick = torch.randperm(len(pairs), generator=rng)[:align_batch].tolist()
+            sim = pooled([pairs[i][0] for i in pick]) @ pooled([pairs[i][1] for i in pick]).T / 0.05
+            gold = torch.arange(len(pick), device=sim.device)
+            loss = loss + 0.5 * (torch.nn.functional.cross_entropy(sim, gold)
+                                 + torch.nn.functional.cross_entropy(sim.T, gold))
+        return loss
+
+    return fit(model, lambda: next(batches), loss_of, steps, lr, device, progress=True, desc="phase 1 mlm")
