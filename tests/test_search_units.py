@@ -328,3 +328,26 @@ def test_settle_study_tells_both_objectives(tmp_path):
     settle_study(cfg, [done], max_t=9)
     (trial,) = study.get_trials()
     assert trial.state == TrialState.COMPLETE and trial.values == [42.0, 0.5]
+
+
+def test_summary_table_names_each_column_by_what_it_averages_and_marks_the_front():
+    """The validation column averages the targets with a validation split (6 here), the test column all nine (so
+    it is XTREME); with a cost objective the Pareto front is marked * and a cost column appears."""
+    from rich.console import Console
+
+    from search.summary import summary_table
+
+    scores = {t: 50.0 for t in ("xnli", "pawsx", "udpos", "panx", "mlqa", "bucc2018")}
+    trial = {"state": "COMPLETE", "test_average": 40.0, "test_xtreme": 40.0, "targets": scores, "cost_unit": "cpu_hours"}
+    summary = {"name": "s", "trials": [{**trial, "number": 0, "mixture": {}, "average": 50.0, "cost": 0.01},
+                                       {**trial, "number": 1, "mixture": {"mnli": 1.0}, "average": 55.0, "cost": 0.02}],
+               "pareto_front": [{"number": 0}, {"number": 1}]}
+    console = Console(record=True, width=250)
+    console.print(summary_table(summary))
+    text = console.export_text()
+    assert "val avg of 6" in text and "test XTREME" in text and "cpu-hours" in text
+    assert "1*" in text and "0*" in text
+    summary["pareto_front"] = None
+    console = Console(record=True, width=250)
+    console.print(summary_table(summary))
+    assert "*" not in console.export_text().split("\n", 2)[2] and "cpu-hours" not in console.export_text()
