@@ -85,28 +85,27 @@ def test_toy_tokenizer_round_trips(toy_tokenizer):
     assert toy_tokenizer.decode(ids, skip_special_tokens=True) == "anna sees the red fox"
 
 
-def _build(toy_dir, cache, threads: int, **model) -> str:
-    """Build a small toy model in a fresh process whose torch starts with `threads` threads; its weights' digest."""
-    import subprocess
-    import sys
-
-    code = ("import hashlib, json, sys, torch\n"
-            f"torch.set_num_threads({threads})\n"
-            "from pathlib import Path\n"
-            "from trainables.config import ModelConfig\n"
-            "from trainables.model import toy_model\n"
-            f"path = toy_model(Path({str(toy_dir)!r}), Path({str(cache)!r}), ModelConfig(**json.loads(sys.argv[1])), log=lambda *a: None)\n"
-            "print(hashlib.sha256((path / 'model.safetensors').read_bytes()).hexdigest())\n")
-    out = subprocess.run([sys.executable, "-c", code, json.dumps(model)], capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-2000:]
-    return out.stdout.split()[-1]
-
-
 def test_toy_model_is_the_same_whatever_threads_the_machine_gives(toy_dir, tmp_path):
     """Same seed, same toy model, bit for bit, whether the process had 1 thread or 2 (a float sum's order
     depends on the kernel's split over threads; the build pins its own count, `model.TOY_THREADS`)."""
-    small = {"hidden_size": 32, "layers": 2, "heads": 2, "mlm_steps": 30, "align_every": 5}
-    assert _build(toy_dir, tmp_path / "a", 1, **small) == _build(toy_dir, tmp_path / "b", 2, **small)
+    import hashlib
+
+    import torch
+
+    from trainables.config import ModelConfig
+    from trainables.model import toy_model
+
+    small = ModelConfig(hidden_size=32, layers=2, heads=2, mlm_steps=30, align_every=5)
+    before, digests = torch.get_num_threads(), []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            path = toy_model(toy_dir, tmp_path / str(threads), small, log=lambda *a: None)
+            digests.append(hashlib.sha256((path / "model.safetensors").read_bytes()).hexdigest())
+            assert torch.get_num_threads() == threads  # the build restores the caller's count
+    finally:
+        torch.set_num_threads(before)
+    assert digests[0] == digests[1]
 
 
 @pytest.mark.slow
@@ -116,7 +115,7 @@ def test_alignment_steps_make_toy_retrieval_find_translations(toy_dir, tmp_path)
     import torch
 
     from trainables.config import ModelConfig
-    from trainables.model import load_encoder, load_tokenizer, retrieval_layer_index, toy_model
+    from trainables.model import load_encoder, load_tokenizer, mean_pool, retrieval_layer_index, toy_model
 
     def accuracy(model_cfg: ModelConfig, cache) -> float:
         path = toy_model(toy_dir, cache, model_cfg, log=lambda *a: None)
@@ -128,8 +127,7 @@ def test_alignment_steps_make_toy_retrieval_find_translations(toy_dir, tmp_path)
             with torch.no_grad():
                 states = enc(**batch, output_hidden_states=True).hidden_states[
                     retrieval_layer_index(model_cfg.retrieval_layer, model_cfg.layers)]
-            mask = batch["attention_mask"].unsqueeze(-1).float()
-            return torch.nn.functional.normalize((states * mask).sum(1) / mask.sum(1), dim=-1)
+            return torch.nn.functional.normalize(mean_pool(states, batch["attention_mask"]), dim=-1)
 
         sim = embed([r["target_sentence"] for r in rows]) @ embed([r["source_sentence"] for r in rows]).T
         return float((sim.argmax(1) == torch.arange(len(rows))).float().mean()) * 100
