@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trainables.config import _first_error, apply_overrides, read_preset
@@ -75,7 +73,7 @@ class SearchConfig(Strict):
     experiment: str | None = None  # default: "xstilts-search-<name>"
     # [average]: maximise the validation average. [average, cost]: also minimise the trial's accelerator-hours
     # (GPU-hours when resources.gpu > 0, else CPU-hours); ASHA still stops trials on the average alone.
-    objectives: list[Literal["average", "cost"]] = ["average"]
+    objectives: list[str] = ["average"]
 
     @field_validator("objectives")
     @classmethod

@@ -62,7 +62,7 @@ def build_summary(cfg: SearchConfig, uri: str, parent: str, errors: int = 0, zom
             "number": t.number, "state": t.state.name,
             "mixture": trained_mixture(run, TrialSpec.from_params(t.params, cfg.candidates)),
             "params": dict(t.params), "average": values[0] if values else None,
-            "cost": m.get(cfg.cost_metric), "cost_unit": cfg.cost_metric.split("/")[1],
+            "cost": m.get(cfg.cost_metric),
             "xtreme": m.get(names.xtreme("validation")) if t.state == TrialState.COMPLETE else None,
             "test_average": m.get(names.average("test")), "test_xtreme": m.get(names.xtreme("test")),
             "mlflow_run_id": run.run_id if run else None, "targets": names.target_scores(m, "validation"),
@@ -76,7 +76,7 @@ def build_summary(cfg: SearchConfig, uri: str, parent: str, errors: int = 0, zom
                         for t in done if t["number"] in on_front), key=lambda t: (t["cost"] or 0.0, -t["average"]))
     return mask({
         "name": cfg.name, "num_samples": cfg.num_samples, "optuna_storage": optuna_storage(cfg),
-        "objectives": list(cfg.objectives), "pareto_front": front,
+        "objectives": list(cfg.objectives), "cost_metric": cfg.cost_metric, "pareto_front": front,
         "mlflow": {"tracking_uri": uri, "experiment": cfg.experiment_name, "parent_run_id": parent},
         "trials": trials, "errors": errors, "zombies_closed": zombies,
         "best": None if best is None else {k: best[k] for k in ("number", "mixture", "average", "xtreme",
@@ -92,7 +92,7 @@ def summary_table(summary: dict, top: int = 5) -> Table:
     done = [t for i, t in enumerate(ranked) if i < top or t["number"] in front]
     targets = [t for t in TARGETS if any(t in d["targets"] for d in done)]
     label = score_name(len(targets))
-    cost = [f"{done[0]['cost_unit'].replace('_', '-')}"] if front and done else []
+    cost = [summary["cost_metric"].split("/")[1].replace("_", "-")] if front and done else []
     title = (f"{summary['name']}: best mixtures (of {len(summary['trials'])} trials; "
              f"{sum(t['state'] == 'PRUNED' for t in summary['trials'])} pruned)")
     if front:

@@ -92,7 +92,6 @@ def test_wheel_in_a_fresh_environment_from_an_empty_folder(tmp_path, toy_dir, ca
     assert f"cache {cache}" in run.stdout and json.loads((empty / "out.json").read_text())["targets"]["xnli"]
 
 
-
 @pytest.mark.slow
 def test_ray_job_submit_runs_a_search_on_a_cluster(tmp_path, toy_dir, cache):
     """`ray job submit` to a real local cluster (head with its job server, started and stopped by PID): the

@@ -338,8 +338,8 @@ def test_summary_table_names_each_column_by_what_it_averages_and_marks_the_front
     from search.summary import summary_table
 
     scores = {t: 50.0 for t in ("xnli", "pawsx", "udpos", "panx", "mlqa", "bucc2018")}
-    trial = {"state": "COMPLETE", "test_average": 40.0, "test_xtreme": 40.0, "targets": scores, "cost_unit": "cpu_hours"}
-    summary = {"name": "s", "trials": [{**trial, "number": 0, "mixture": {}, "average": 50.0, "cost": 0.01},
+    trial = {"state": "COMPLETE", "test_average": 40.0, "test_xtreme": 40.0, "targets": scores}
+    summary = {"name": "s", "cost_metric": "cost/cpu_hours", "trials": [{**trial, "number": 0, "mixture": {}, "average": 50.0, "cost": 0.01},
                                        {**trial, "number": 1, "mixture": {"mnli": 1.0}, "average": 55.0, "cost": 0.02}],
                "pareto_front": [{"number": 0}, {"number": 1}]}
     console = Console(record=True, width=250)

@@ -120,7 +120,6 @@ authorization_function = mlflow.server.auth:authenticate_request_basic_auth
         _stop(server)
 
 
-
 def test_dashboard_serves_a_sqlite_study(tmp_path):
     import optuna
 

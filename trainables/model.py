@@ -81,9 +81,14 @@ class MultiTaskModel(nn.Module):
 
     def _embed(self, input_ids, attention_mask, layer_fraction: float) -> torch.Tensor:
         out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
-        states = out.hidden_states[retrieval_layer_index(layer_fraction, self.encoder.config.num_hidden_layers)]  # index 0 is the embedding layer
-        mask = attention_mask.unsqueeze(-1).to(states.dtype)
-        return (states * mask).sum(1) / mask.sum(1).clamp(min=1)
+        states = out.hidden_states[retrieval_layer_index(layer_fraction, self.encoder.config.num_hidden_layers)]
+        return mean_pool(states, attention_mask)
+
+
+def mean_pool(states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean over non-pad tokens (including <s> and </s>) of hidden states (batch, length, hidden)."""
+    mask = attention_mask.unsqueeze(-1).to(states.dtype)
+    return (states * mask).sum(1) / mask.sum(1).clamp(min=1)
 
 
 def retrieval_layer_index(fraction: float, depth: int) -> int:
@@ -152,11 +157,11 @@ def toy_model(data_dir: Path, cache_dir: Path, cfg, seed: int = 0, log=print) ->
                "align": [cfg.align_every, cfg.retrieval_layer, file_digest(parallel)] if cfg.align_every else None,
                "threads": TOY_THREADS, "version": TOY_VERSION}
     entry = Cache(cache_dir).entry("toy-model", payload)
-    path, _, _ = entry.get_or_build(lambda tmp: _build_toy(corpus, tok_dir, cfg, seed, log, tmp))
+    path, _, _ = entry.get_or_build(lambda tmp: _build_toy(corpus, tok_dir, parallel, cfg, seed, log, tmp))
     return path
 
 
-def _build_toy(corpus: Path, tok_dir: Path, cfg, seed: int, log, out: Path) -> dict:
+def _build_toy(corpus: Path, tok_dir: Path, parallel: Path, cfg, seed: int, log, out: Path) -> dict:
     from transformers import XLMRobertaConfig, XLMRobertaForMaskedLM
 
     from trainables.train import mlm_pretrain
@@ -171,7 +176,7 @@ def _build_toy(corpus: Path, tok_dir: Path, cfg, seed: int, log, out: Path) -> d
     lines = [l for l in corpus.read_text(encoding="utf-8").splitlines() if l.strip()]
     pairs = []
     if cfg.align_every:
-        rows = (corpus.parent / "parallel.tsv").read_text(encoding="utf-8").splitlines()
+        rows = parallel.read_text(encoding="utf-8").splitlines()
         pairs = [tuple(r.split("\t")[1:3]) for r in rows if r.strip()]
     log(f"phase 1 (toy): MLM pretraining {cfg.layers}x{cfg.hidden_size} on {len(lines)} sentences, {cfg.mlm_steps} steps"
         + (f", a translation-ranking step every {cfg.align_every} ({len(pairs)} pairs)" if pairs else ""))

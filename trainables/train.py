@@ -308,6 +308,8 @@ def mlm_pretrain(model, tokenizer, lines: Sequence[str], steps: int, lr: float, 
     English translation) and `align_every` > 0, every `align_every`-th step also takes a translation-ranking loss
     (in-batch softmax over cosine similarities / 0.05, both directions) on the mean-pooled `align_layer` states
     of `align_batch` pairs: what retrieval embeds, so the toy's languages are aligned there to a degree."""
+    from trainables.model import mean_pool
+
     model.to(device)
     batches = mlm_batches(tokenizer, lines, batch_size, seed)
     rng = torch.Generator().manual_seed(seed + 1)
@@ -316,8 +318,7 @@ def mlm_pretrain(model, tokenizer, lines: Sequence[str], steps: int, lr: float, 
     def pooled(sentences: list[str]) -> torch.Tensor:
         enc = tokenizer(sentences, padding=True, truncation=True, max_length=128, return_tensors="pt").to(device)
         states = model.base_model(**enc, output_hidden_states=True).hidden_states[align_layer]
-        mask = enc["attention_mask"].unsqueeze(-1).to(states.dtype)
-        return torch.nn.functional.normalize((states * mask).sum(1) / mask.sum(1), dim=-1)
+        return torch.nn.functional.normalize(mean_pool(states, enc["attention_mask"]), dim=-1)
 
     def loss_of(b):
         loss = model(**{k: v.to(device) for k, v in b.items()}).loss
