@@ -4,7 +4,9 @@ Mines two random corpora of N sentences (dimension D; a third of the sentences a
 other) with the official algorithm (k = 4 neighbours each way, ratio margin, "max" retrieval), tunes the
 threshold and scores F1, and prints wall time and peak RSS. The goal on a 2-core CPU: N = 50,000, D = 128
 within 2.5 GB peak RSS. From the measured run it estimates BUCC de-en test (~414k x ~400k sentences, XLM-R
-Large's 1,024 dimensions): the similarity work grows as N x M x D, memory as (N + M) x D.
+Large's 1,024 dimensions): the similarity work grows as N x M x D, memory as (N + M) x D. That is the size xstilts
+mines: its BUCC test set is XTREME's, the whole BUCC 2018 training corpora (9,580 gold pairs among them for de-en;
+a test corpus without distractors is refused), read from the official files or mteb/BUCC's copy.
 
 Run:  python benchmarks/bucc_mining.py [--n 50000] [--dim 128] [--device cpu|cuda] [--json FILE]
 """
@@ -19,7 +21,7 @@ import time
 
 import numpy as np
 
-REAL = {"n": 413_869, "m": 399_337, "dim": 1024}  # mteb/BUCC de-en (training corpora), XLM-R Large
+REAL = {"n": 413_869, "m": 399_337, "dim": 1024}  # BUCC 2018 de-en training corpora (XTREME's test), XLM-R Large
 
 
 def corpora(n: int, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[list[int]]]:

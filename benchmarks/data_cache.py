@@ -39,10 +39,11 @@ def tokenizer(out: Path):
     extra = set()
     while len(extra) < PIECES - 5 - len(words) - 64:
         extra.add("".join(rng.choice("bdfgklmnprstvzaeiou") for _ in range(rng.randint(2, 7))))
-    vocab = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("<mask>", 0.0)]
+    vocab = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]  # XLM-R's layout: <mask> last
     vocab += [(f"\u2581{w}", -5.0 - i * 1e-6) for i, w in enumerate(words)]
     vocab += [(p, -12.0 - i * 1e-7) for i, p in enumerate(sorted(extra))]
     vocab += [(c, -20.0) for c in "abcdefghijklmnopqrstuvwxyz.?\u2581"[:64]]
+    vocab += [("<mask>", 0.0)]
     XLMRobertaTokenizer(vocab=vocab).save_pretrained(str(out))
     del World
     return out

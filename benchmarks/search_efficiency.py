@@ -23,6 +23,7 @@ points vs the baseline}}} (the toy world's planted affinities, as measured). Goa
 and <= 1/2 of random search's.
 
 Run:  python benchmarks/search_efficiency.py [--seeds 50] [--json out.json]
+      python benchmarks/search_efficiency.py --shapes [--seeds 20]   (TPE + ASHA per grace x reduction factor)
       python benchmarks/search_efficiency.py --record [--data-dir toy_data]     (2 cores: about 15 minutes)
 """
 
@@ -161,7 +162,7 @@ class Table:
         return self.index[self.key({t: 1.0 for t in chosen}, lr)]
 
 
-def replay(table: Table, sampler, asha: int, max_trials: int) -> tuple[float | None, int, float]:
+def replay(table: Table, sampler, asha: int, max_trials: int, rf: int = 2) -> tuple[float | None, int, float]:
     """(cost until a finished trial is within WITHIN of the grid's best, or None if none did within
     `max_trials`; trials run; total cost spent)."""
     import optuna
@@ -173,7 +174,7 @@ def replay(table: Table, sampler, asha: int, max_trials: int) -> tuple[float | N
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", sampler=sampler)
     sched = SeededASHA(time_attr="training_iteration", metric=METRIC, mode="max", max_t=table.n_rungs,
-                       grace_period=asha, reduction_factor=2, protected=0) if asha else None  # asha: grace period
+                       grace_period=asha, reduction_factor=rf, protected=0) if asha else None  # asha: grace period
     paid: dict[int, float] = {}
     cost = 0.0
     for n in range(max_trials):
@@ -245,6 +246,27 @@ def run(data: dict, seeds: int, budget_factor: int = 4) -> dict:
     return out
 
 
+def shapes(data: dict, seeds: int, budget_factor: int = 4) -> dict:
+    """TPE + ASHA at each scheduler shape (grace period 1-3 rungs x reduction factor 2-3): which finds the grid's
+    best cheapest (issue 20: the `mixture` preset's shape). {"grace=G rf=R": {"median_cost", "p90_cost",
+    "reached"}}."""
+    from search.tuner import tpe_sampler
+
+    table = Table(data)
+    out = {}
+    for grace in (1, 2, 3):
+        for rf in (2, 3):
+            costs = []
+            for seed in range(seeds):
+                cost, _, _ = replay(table, tpe_sampler(seed, len(table.configs)), grace,
+                                    budget_factor * len(table.configs), rf)
+                costs.append(math.inf if cost is None else cost)
+            out[f"grace={grace} rf={rf}"] = {"median_cost": _finite(statistics.median(costs)),
+                                            "p90_cost": _finite(sorted(costs)[math.ceil(0.9 * seeds) - 1]),
+                                            "reached": sum(c != math.inf for c in costs), "seeds": seeds}
+    return out
+
+
 def transfer_correlation(configs: list[dict]) -> dict:
     """Spearman's rho over the grid between LogME of each phase-2 encoder and the fine-tuned validation score,
     per target (issue 11's bar for a transferability rung: >= 0.7)."""
@@ -286,8 +308,18 @@ def main() -> None:
     ap.add_argument("--record-file", type=Path, default=RECORD)
     ap.add_argument("--seeds", type=int, default=50)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--shapes", action="store_true", help="compare ASHA shapes (grace x reduction factor) for TPE")
     args = ap.parse_args()
     data = record(args.data_dir.resolve(), args.record_file) if args.record else json.loads(args.record_file.read_text())
+    if args.shapes:
+        out = shapes(data, args.seeds)
+        for name, r in out.items():
+            fmt = lambda v: "never" if v is None else f"{v:.0f} s"  # noqa: E731
+            print(f"TPE + ASHA {name}: median {fmt(r['median_cost'])}, p90 {fmt(r['p90_cost'])}, "
+                  f"reached {r['reached']}/{r['seeds']}")
+        if args.json:
+            args.json.write_text(json.dumps({"shapes": out}, indent=1))
+        return
     out = run(data, args.seeds)
     print(f"grid: {out['n_configs']} configurations, cost {out['grid_cost']:.0f} s; best {out['best']['mixture'] or 'baseline'}"
           f" (lr {out['best']['intermediate_lr']}) {out['best']['final']:.2f}; baseline {out['baseline_final']:.2f}")

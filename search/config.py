@@ -47,13 +47,38 @@ class Scheduler(Strict):
     protect_seeded: bool = True  # the seeded points (baseline, known mixtures) always run to the last rung
 
 
+class Replay(Strict):
+    """Trials replay a recorded grid instead of training (search/replay.py; benchmarks/driver_scale.py): each
+    rung sleeps its recorded wall time x `time_scale` and reports its recorded metrics."""
+
+    record: str  # e.g. benchmarks/records/toy_grid.json (benchmarks/search_efficiency.py --record writes one)
+    time_scale: float = Field(1.0, ge=0)
+
+    @field_validator("record")
+    @classmethod
+    def _exists(cls, record: str) -> str:
+        path = Path(record).expanduser().resolve()
+        if not path.is_file():
+            raise ValueError(f"replay record {record} does not exist")
+        return str(path)  # absolute: trials run in other folders
+
+
+class Proxy(Strict):
+    """Choose mixtures on a smaller model, confirm the best on the search's own (search/proxy.py)."""
+
+    model: str | None = None  # the proxy's model.name (e.g. xlm-roberta-base); None: the overrides say it
+    overrides: list[str] = []  # more pipeline overrides for the proxy (the toy model: its size)
+    top_k: int = Field(3, ge=1)  # mixtures carried over to the search's model (plus its baseline)
+    search: dict = {}  # search settings of the proxy stage only (e.g. num_samples, resources)
+
+
 class SearchConfig(Strict):
     name: str = "toy"
     pipeline: str = "configs/pipeline/toy.yaml"
     overrides: list[str] = []  # key=value applied to the pipeline preset
     storage: str = "runs/searches"
     num_samples: int = Field(8, ge=1)
-    max_concurrent_trials: int = Field(2, ge=1)
+    max_concurrent_trials: int | None = Field(2, ge=1)  # None: as many trials as the Ray cluster's resources hold
     candidates: list[str] = ["mnli", "qqp", "squad_v1", "sst2"]
     weight: Bounds = Bounds(low=0.05, high=1.0)
     temperature: Bounds | None = None  # None: not searched (T = 1)
@@ -74,6 +99,25 @@ class SearchConfig(Strict):
     # [average]: maximise the validation average. [average, cost]: also minimise the trial's accelerator-hours
     # (GPU-hours when resources.gpu > 0, else CPU-hours); ASHA still stops trials on the average alone.
     objectives: list[str] = ["average"]
+    replay: Replay | None = None  # a benchmark of the driver: trials replay a record, nothing trains
+    # Test work only for finalists: the seeded points plus the top `finalists` trials by validation. Trials
+    # compute what the objective needs (and the test splits of the models they fine-tune anyway); the test work
+    # that would need a computation of its own (retrieval's test corpora, a fine-tune serving only test-only
+    # targets: trainables/rungs.py) runs for the finalists once the trials are done (search/finalists.py).
+    # None: every trial computes everything. Off by itself when every trial would be a finalist.
+    finalists: int | None = Field(3, ge=0)
+    # Search on a smaller model first, then run its top_k mixtures and the baseline on this one, ranked both
+    # ways with their rank correlation (search/proxy.py). None: search on this model directly.
+    proxy: Proxy | None = None
+    # Where trials read data and keep the cache: default, the pipeline preset's paths, relative ones resolved
+    # under `storage` (shared storage on a cluster), absolute ones and XSTILTS_CACHE as they are. Every node must
+    # see them as the driver does: checked on each node before the first trial (search/cluster.py).
+    data_dir: str | None = None
+    cache_dir: str | None = None
+    # Environment variables forwarded to every trial on every node (Ray's runtime_env), besides the fixed
+    # HF_*, MLFLOW_TRACKING_* and XSTILTS_* (search/cluster.py FORWARDED). Names only: values come from the
+    # driver's environment and are never written anywhere by xstilts.
+    env: list[str] = []
 
     @field_validator("objectives")
     @classmethod
@@ -81,6 +125,14 @@ class SearchConfig(Strict):
         if objectives not in (["average"], ["average", "cost"]):
             raise ValueError(f"objectives {objectives} — use [average] or [average, cost]")
         return objectives
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not name or not all(c.isalnum() or c == "_" for c in name) or name[0].isdigit():
+                raise ValueError(f"env: {name!r} is not an environment variable name — list names, e.g. [WANDB_API_KEY]")
+        return names
 
     @field_validator("candidates")
     @classmethod
@@ -105,6 +157,12 @@ class SearchConfig(Strict):
     def cost_metric(self) -> str:
         """The trial metric the cost objective reads (what each rung reports, cumulative)."""
         return "cost/gpu_hours" if self.resources.gpu else "cost/cpu_hours"
+
+    @property
+    def defers_test(self) -> bool:
+        """Whether trials leave test work to the finalists (some trial would not be one)."""
+        return (self.finalists is not None and self.replay is None
+                and self.num_samples > len(self.points_to_evaluate) + self.finalists)
 
     @property
     def multi_objective(self) -> bool:

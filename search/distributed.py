@@ -3,8 +3,9 @@
 Ray's guidance for Train inside Tune (Ray 2.60, Train V2): the Tune trial is only the driver (a small CPU
 bundle); each job is a `TorchTrainer` whose workers request their own CPUs/GPUs, and whose run name is the
 job's cache key, so a retried trial restores the same Train run. Workers run `trainables.jobs.run_job` and
-checkpoint with torch.distributed.checkpoint every `distributed.checkpoint_every` steps; a failed worker group
-restarts from the last checkpoint (`ray.train.FailureConfig`).
+checkpoint with torch.distributed.checkpoint on the job's schedule (`checkpoint.minutes`, or `checkpoint.steps`); a
+failed worker group restarts from the last checkpoint (`ray.train.FailureConfig`). The Train run's folder
+(`<cache_dir>/ray-train/<job>`) is removed once the job's cache entry is published (trainables.checkpoints.drop).
 
 Without the dashboard (this project's minimal Ray), Ray cannot clean up the placement group of a Train run
 whose Tune trial was killed; the workers therefore record it under `<registry>/<trial>-<pg>` and the
@@ -22,16 +23,20 @@ from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, Sc
 from ray.train.torch import TorchConfig, TorchTrainer
 from ray import tune
 
-from trainables.distributed import load_sharded, save_sharded, worker
+from trainables.checkpoints import Scheduled
+from trainables.config import CheckpointConfig as JobCheckpoints
+from trainables.distributed import drop_superseded, load_sharded, save_sharded, worker
 from trainables.errors import XstiltsError
-from trainables.train import Hooks
 
 
-class RayHooks(Hooks):
-    """Sharded checkpoints through `ray.train.report`; restore from `ray.train.get_checkpoint()`."""
+class RayHooks(Scheduled):
+    """Sharded checkpoints through `ray.train.report`, on the job's checkpoint schedule (trainables.checkpoints);
+    restore from `ray.train.get_checkpoint()`. The best epoch so far goes to `side` once per change."""
 
-    def __init__(self, every: int):
-        self.every = every
+    def __init__(self, ccfg: dict, side: str | None = None):
+        super().__init__(JobCheckpoints(**ccfg))
+        self.side = Path(side) if side else None
+        self.written: dict = {}
 
     def restore(self, model, optimizer, scheduler) -> tuple[int, dict]:
         checkpoint = ray.train.get_checkpoint()
@@ -40,13 +45,15 @@ class RayHooks(Hooks):
         with checkpoint.as_directory() as folder:
             if not (Path(folder) / ".metadata").exists():
                 return 0, {}
-            return load_sharded(model, optimizer, scheduler, Path(folder))
+            return load_sharded(model, optimizer, scheduler, Path(folder), self.written)
 
     def save(self, model, optimizer, scheduler, step: int, extra: dict) -> None:
         with tempfile.TemporaryDirectory() as tmp:  # each rank writes its shard; Ray merges them into one folder
-            save_sharded(model, optimizer, scheduler, step, Path(tmp), extra)
+            save_sharded(model, optimizer, scheduler, step, Path(tmp), extra, self.side, self.written)
             ray.train.report({"step": step}, checkpoint=Checkpoint.from_directory(tmp),
                              checkpoint_dir_name=f"step-{step:08d}")
+        if self.side is not None:
+            drop_superseded(self.side, self.written)
 
 
 def _worker(config: dict):
@@ -58,7 +65,7 @@ def _worker(config: dict):
             folder = Path(config["registry"])
             folder.mkdir(parents=True, exist_ok=True)
             (folder / f"{config['owner']}-{group.id.hex()}").touch()
-    return run_job(config["job"], RayHooks(config["every"]))
+    return run_job(config["job"], RayHooks(config["checkpoint"], config.get("side")))
 
 
 def launcher(dcfg, storage: Path, cpu: float = 1.0, gpu: float = 0.0, max_failures: int = 2,
@@ -68,7 +75,8 @@ def launcher(dcfg, storage: Path, cpu: float = 1.0, gpu: float = 0.0, max_failur
     def launch(job: dict):
         trainer = TorchTrainer(
             _worker,
-            train_loop_config={"job": job, "every": dcfg.checkpoint_every, "owner": owner,
+            train_loop_config={"job": job, "checkpoint": job["cfg"]["checkpoint"], "owner": owner,
+                               "side": str(Path(storage).resolve() / job["key"] / "best"),
                                "registry": str(registry) if registry else None},
             torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
             scaling_config=ScalingConfig(num_workers=dcfg.workers, use_gpu=gpu > 0,

@@ -2,9 +2,12 @@
 
 Rows: the baseline, each single intermediate task, then multi-task and searched mixtures (the best trial
 per distinct mixture). Columns: each target's score and the average (called XTREME only when all nine
-targets are scored). Deltas are points against the baseline. "Best model per target" picks, per target, the
+targets are scored on every language XTREME lists, on whole test sets: the trials logged an XTREME score). Deltas are points against the baseline. "Best model per target" picks, per target, the
 row that scores best on it and averages those scores, as the paper computes its +5.4. Scores come from the trials' logged MLflow metrics (validation by default;
-`--split test` for the test split, scored but never selected on). Outputs go to `<search>/report/`
+`--split test` for the test split, scored but never selected on: the best trial per mixture and the best model
+per target are always chosen on validation — a target without a validation split by the validation average — and
+then reported with their test scores; when the trials left test work to the search's finalists, the test
+tables cover the finalists, and say so). Outputs go to `<search>/report/`
 (report.md, report.csv, report.json, PNGs) and to the search's parent MLflow run.
 
   xstilts report configs/search/toy.yaml          (or a search folder: runs/searches/toy)
@@ -17,6 +20,7 @@ import io
 import json
 from pathlib import Path
 
+from search.finalists import TAG as FINALIST
 from search.summary import score_name, trial_runs
 from trainables import names
 from trainables.errors import XstiltsError
@@ -34,8 +38,22 @@ def _trial_rows(runs: list, split: str) -> list[dict]:
             continue
         out.append({"trial": run.tags.get("optuna.trial"), "run_id": run.run_id, "mixture": run.mixture(),
                     "targets": targets, "average": m[names.average(split)],
-                    "cpu_hours": m.get("cost/cpu_hours", 0.0), "gpu_hours": m.get("cost/gpu_hours", 0.0)})
+                    # what every choice in the report is made on: validation, whatever split is reported
+                    "selection": {"average": m.get(names.average("validation")),
+                                  "targets": names.target_scores(m, "validation")},
+                    "cpu_hours": m.get("cost/cpu_hours", 0.0), "gpu_hours": m.get("cost/gpu_hours", 0.0),
+                    # logged only when the trial's number is what XTREME prints (trainables.metrics.xtreme_score)
+                    "xtreme": m.get(names.xtreme(split))})
     return out
+
+
+def _chosen_on(trial: dict, target: str | None = None) -> float:
+    """What a choice between trials is made on: the target's validation score (its validation average when the
+    target has no validation split: XQuAD, TyDiQA, Tatoeba), else the validation average; never a test score."""
+    selection = trial.get("selection") or {"average": trial["average"], "targets": trial["targets"]}
+    value = selection["targets"].get(target) if target else None
+    value = selection["average"] if value is None else value
+    return float("-inf") if value is None else value
 
 
 def _cost(runs: list) -> dict:
@@ -61,11 +79,11 @@ def finished(trials: list[dict]) -> list[dict]:
 def build_rows(trials: list[dict]) -> dict:
     complete = finished(trials)
     best: dict[str, dict] = {}
-    for t in complete:  # the best trial per distinct mixture (e.g. over learning rates)
+    for t in complete:  # the best trial per distinct mixture (e.g. over learning rates), chosen on validation
         key = label_of(t["mixture"])
-        if key not in best or t["average"] > best[key]["average"]:
+        if key not in best or _chosen_on(t) > _chosen_on(best[key]):
             best[key] = t
-    order = sorted(best, key=lambda k: (k != "baseline", len(best[k]["mixture"]) != 1, -best[k]["average"]))
+    order = sorted(best, key=lambda k: (k != "baseline", len(best[k]["mixture"]) != 1, -_chosen_on(best[k])))
     base = best.get("baseline")
     rows = []
     for key in order:
@@ -73,17 +91,21 @@ def build_rows(trials: list[dict]) -> dict:
         delta = {x: v - base["targets"][x] for x, v in t["targets"].items() if base and x in base["targets"]}
         if base:
             delta["average"] = t["average"] - base["average"]
-        nine = len(t["targets"]) == len(TARGETS)
+        nine = len(t["targets"]) == len(TARGETS) and t.get("xtreme") is not None  # and every language, whole sets
         rows.append({"label": key, "mixture": t["mixture"], "targets": t["targets"], "average": t["average"],
                      "xtreme": t["average"] if nine else None, "delta": delta, "trial": t["trial"],
-                     "mlflow_run_id": t["run_id"], "gpu_hours": t["gpu_hours"], "cpu_hours": t["cpu_hours"]})
+                     "mlflow_run_id": t["run_id"], "gpu_hours": t["gpu_hours"], "cpu_hours": t["cpu_hours"],
+                     "selection": t.get("selection")})
     targets = [x for x in TARGETS if rows and x in rows[0]["targets"]]
-    best_per_target = {x: max(rows, key=lambda r: r["targets"][x])["label"] for x in targets}
-    per_target_scores = [max(r["targets"][x] for r in rows) for x in targets]
+    # the best model per target is chosen on validation; its score on the reported split is what is averaged
+    chosen = {x: max(rows, key=lambda r: _chosen_on(r, x)) for x in targets}
+    best_per_target = {x: r["label"] for x, r in chosen.items()}
+    per_target_scores = [chosen[x]["targets"][x] for x in targets]
     per_target_average = sum(per_target_scores) / len(per_target_scores) if targets else None
-    return {"rows": rows, "targets": targets, "score_name": score_name(len(targets)),
+    xtreme = bool(rows) and all(r["xtreme"] is not None for r in rows)  # every row is a number XTREME prints
+    return {"rows": rows, "targets": targets, "score_name": score_name(len(targets), xtreme),
             "best_per_target": best_per_target, "best_per_target_average": per_target_average,
-            "best_per_target_xtreme": per_target_average if len(targets) == len(TARGETS) else None,
+            "best_per_target_xtreme": per_target_average if xtreme and len(targets) == len(TARGETS) else None,
             "baseline_average": base["average"] if base else None}
 
 
@@ -101,7 +123,12 @@ def markdown(report: dict) -> str:
         gain = ("" if report["baseline_average"] is None
                 else f" ({report['best_per_target_average'] - report['baseline_average']:+.2f} vs baseline)")
         lines += ["", f"Best model per target: {report['score_name']} {report['best_per_target_average']:.2f}{gain} — {per}"]
-    lines += ["", objective_line(report["targets"], report["split"])]
+    lines += ["", objective_line(report["targets"], report["split"], report["score_name"])]
+    if report.get("covers"):
+        c = report["covers"]
+        lines += ["", f"Test scores cover the search's {len(c['finalists'])} finalists (trials "
+                      f"{', '.join(map(str, c['finalists']))}: the seeded points and the best by validation); the "
+                      f"other {c['trials'] - len(c['finalists'])} trials left their test work to them."]
     for flag in report.get("flags", []):
         lines += ["", f"Note: {flag}"]
     if report.get("importance"):
@@ -118,6 +145,12 @@ def markdown(report: dict) -> str:
     c = report["cost"]
     lines += ["", f"Cost: {c['gpu_hours']:.3f} GPU-hours, {c['cpu_hours']:.3f} CPU-hours over {c['trials']} trials "
                   f"(pruned ones included)."]
+    plan = c.get("plan") or {}
+    if plan.get("hours") is not None:
+        lines.append(f"`xstilts plan` estimated {plan['hours']:.3f} {plan['unit']} ({plan['device']}) before the "
+                     f"search: {plan['hours'] / max(c[plan['key']], 1e-9):.2f} x what it logged.")
+    elif plan.get("unavailable"):
+        lines.append(f"(no `xstilts plan` estimate: {plan['unavailable']})")
     return "\n".join(lines) + "\n"
 
 
@@ -125,11 +158,14 @@ def _importance_tasks(report: dict) -> list[str]:
     return sorted({t for shares in report["importance"].values() for t in shares})
 
 
-def objective_line(targets: list[str], split: str) -> str:
+def objective_line(targets: list[str], split: str, name: str | None = None) -> str:
     """Which targets the numbers average over, and why the others are missing (DESIGN: no selection on test)."""
     scored = ", ".join(targets)
     missing = [t for t in TARGETS if t not in targets]
-    line = f"{split.capitalize()} scores: {score_name(len(targets))} = mean of {len(targets)} targets ({scored})."
+    line = f"{split.capitalize()} scores: {name or score_name(len(targets))} = mean of {len(targets)} targets ({scored})."
+    if name and name != "XTREME" and len(targets) == len(TARGETS):
+        line += (" Not XTREME: not every language XTREME lists, or capped test sets (the trials' results.json "
+                 "say which: `missing`).")
     if split == "validation" and missing:
         no_dev = [t for t in missing if not TASKS[t].has_validation]
         if no_dev:
@@ -198,6 +234,22 @@ def pareto_front(trials: list[dict], cost_key: str) -> list[dict]:
     return front
 
 
+def plan_estimate(info: dict, cost_key: str) -> dict:
+    """What `xstilts plan` (search/price.py) estimates for this search, to set beside what its trials logged: on
+    this CPU for a CPU search, on H100s for a GPU one (the GPU type is not recorded; the figure says so)."""
+    from search.config import SearchConfig
+    from search.price import price
+
+    device = "cpu" if cost_key == "cpu_hours" else "h100"
+    try:
+        scfg = SearchConfig.model_validate(info["config"])
+        result = price(scfg, 0 if device == "cpu" else 1024, device)
+    except (XstiltsError, OSError, ValueError, KeyError) as exc:  # the estimate is a side note: never the report's end
+        return {"unavailable": str(exc).splitlines()[0][:200]}
+    return {"hours": result["gpu_hours"], "unit": result["unit"], "device": device, "key": cost_key,
+            "wall_hours": result["wall_hours"]}
+
+
 def make_report(search_dir: Path, split: str = "validation", info: dict | None = None, log_to_mlflow: bool = True) -> dict:
     from search.plots import gain_heatmap, history_plot, importance_plot, parallel_plot, tradeoff_plot, weight_plot
 
@@ -215,8 +267,12 @@ def make_report(search_dir: Path, split: str = "validation", info: dict | None =
                    "objective": {"targets": [t for t in report["targets"]],
                                  "left_out": [t for t in TARGETS if not TASKS[t].has_validation]},
                    "categories": {c: [x for x in members if x in report["targets"]] for c, members in CATEGORIES.items()}})
+    finalists = sorted(int(r.tags["optuna.trial"]) for r in runs if r.tags.get(FINALIST) == "true")
+    if split == "test" and finalists:  # trials left test work to the finalists (search/finalists.py)
+        report["covers"] = {"finalists": finalists, "trials": len(runs)}
     done = finished(trials)
     cost_key = "gpu_hours" if any(t["gpu_hours"] for t in done) else "cpu_hours"
+    cost["plan"] = plan_estimate(info, cost_key)
     report["importance"] = task_importance(done, report["targets"])
     report["pareto"] = {"cost": cost_key, "front": pareto_front(done, cost_key)}
     out = search_dir / "report"

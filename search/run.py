@@ -15,14 +15,17 @@ from pathlib import Path
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+import ray
 from ray import tune
 
+from search.cluster import OFFLINE, check_nodes, forwarded_env, search_data
 from search.config import SearchConfig
+from search.finalists import check_finalists, run_finalists
 from search.space import TrialSpec
 from search.summary import build_summary, mixture_label, summary_table
 from search.trainable import METRIC, SPILL
 from search.tuner import (base_config, build_tuner, check_fits, check_objective, check_resources, check_tracking,
-                          finished_all_rungs, init_ray, optuna_storage, parent_run, search_dir, settle_study,
+                          finished_all_rungs, init_ray, name_objectives, optuna_storage, parent_run, search_dir, settle_study,
                           trial_context)
 from trainables.errors import XstiltsError
 from trainables.tracking import TrackingStore, default_uri, flush_spilled, mask
@@ -30,10 +33,20 @@ from trainables.tracking import TrackingStore, default_uri, flush_spilled, mask
 
 class LiveTable(tune.Callback):
     """A live table of trials (mixture, status, score) on the terminal; one line per event otherwise. A trial
-    that ended before its last rung (`max_t`) was stopped by ASHA and shows PRUNED; ERROR: out of retries."""
+    that ended before its last rung (`max_t`) was stopped by ASHA and shows PRUNED; ERROR: out of retries.
+
+    The terminal table shows the running trials (up to `SHOW_RUNNING`, the latest) and the best `SHOW_BEST`
+    finished ones, with counts in its title, redrawn at most every `REDRAW_S` seconds: drawing every trial at
+    every event made a 1,000-trial search spend minutes of the driver's time redrawing (quadratic)."""
+
+    SHOW_RUNNING, SHOW_BEST, REDRAW_S = 16, 10, 0.5
 
     def __init__(self, candidates: list[str], max_t: int):
         self.candidates, self.rows, self.max_t = candidates, {}, max_t
+        self.running: dict[str, None] = {}  # trial ids, oldest first
+        self.best: list[str] = []  # finished trial ids, best score first (SHOW_BEST at most)
+        self.counts: dict[str, int] = {}  # final status -> trials
+        self._drawn, self._dirty = 0.0, False
         self._console = self._live = None
 
     def __getstate__(self):  # the Tuner pickles its callbacks; consoles hold locks
@@ -52,18 +65,44 @@ class LiveTable(tune.Callback):
         return self._live
 
     def _update(self, trial, status: str, score=None) -> None:
-        label = mixture_label(TrialSpec.from_params(trial.config, self.candidates).mixture)
-        old = self.rows.get(trial.trial_id, {})
-        self.rows[trial.trial_id] = {"n": trial.config.get("optuna_trial"), "mixture": label, "status": status,
-                                     "score": score if score is not None else old.get("score")}
+        tid = trial.trial_id
+        old = self.rows.get(tid, {})
+        label = old.get("mixture") or mixture_label(TrialSpec.from_params(trial.config, self.candidates).mixture)
+        row = self.rows[tid] = {"n": trial.config.get("optuna_trial"), "mixture": label, "status": status,
+                                "score": score if score is not None else old.get("score")}
+        if old.get("status", "RUNNING") != "RUNNING":  # retried after an error, or a second verdict
+            self.counts[old["status"]] -= 1
+        if tid in self.best:
+            self.best.remove(tid)
+        if status == "RUNNING":
+            self.running[tid] = None
+        else:
+            self.running.pop(tid, None)
+            self.counts[status] = self.counts.get(status, 0) + 1
+            if row["score"] is not None and status != "ERROR":
+                self.best.append(tid)
+                self.best.sort(key=lambda t: -self.rows[t]["score"])
+                del self.best[self.SHOW_BEST:]
         if self.live:
-            table = Table("#", "mixture", "status", METRIC)
-            for r in self.rows.values():
-                table.add_row(str(r["n"]), r["mixture"], r["status"], "" if r["score"] is None else f"{r['score']:.2f}")
-            self.live.update(table, refresh=True)
+            self._dirty = True
+            self._draw()
         elif status != "RUNNING" or score is None:
             self.console.print(f"trial {self.rows[trial.trial_id]['n']}: {label}: {status}"
                                + (f" {METRIC}={score:.2f}" if score is not None else ""))
+
+    def _draw(self, force: bool = False) -> None:
+        if not force and (not self._dirty or time.monotonic() - self._drawn < self.REDRAW_S):
+            return  # on_step_end draws it soon
+        self._drawn, self._dirty = time.monotonic(), False
+        running = list(self.running)[-self.SHOW_RUNNING:]
+        hidden = len(self.running) - len(running)
+        title = ", ".join([f"{len(self.running)} running"] + [f"{k} {s.lower()}" for s, k in self.counts.items() if k])
+        table = Table("#", "mixture", "status", METRIC, title=title,
+                      caption=f"(and {hidden} more running)" if hidden else None)
+        for tid in running + self.best:
+            r = self.rows[tid]
+            table.add_row(str(r["n"]), r["mixture"], r["status"], "" if r["score"] is None else f"{r['score']:.2f}")
+        self.live.update(table, refresh=True)
 
     def on_trial_start(self, iteration, trials, trial, **info):
         if self.live and not self.live.is_started:
@@ -79,8 +118,13 @@ class LiveTable(tune.Callback):
     def on_trial_error(self, iteration, trials, trial, **info):
         self._update(trial, "ERROR")
 
+    def on_step_end(self, iteration, trials, **info):  # Tune's loop turns many times a second
+        if self.live and self.live.is_started:
+            self._draw()
+
     def on_experiment_end(self, trials, **info):
         if self.live and self.live.is_started:
+            self._draw(force=True)
             self.live.stop()
 
 
@@ -110,8 +154,10 @@ class CloseRuns(tune.Callback):
         """Close again what is still RUNNING: a trial stopped while the server was down may have had its run
         created only now, from its spill file, after the driver's first close found nothing to close."""
         store = TrackingStore(self.uri)
-        for trial_id, status in self.verdicts.items():
-            store.terminate(self.experiment, "ray.trial_id", trial_id, status, only_running=True)
+        for run in store.running(self.experiment):  # one query, not one per trial
+            status = self.verdicts.get(run.tags.get("ray.trial_id"))
+            if status:
+                store.client.set_terminated(run.run_id, status)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._close(trial, "FINISHED")
@@ -151,9 +197,13 @@ def ray_log_to(path: Path) -> None:
 
 def preflight(cfg: SearchConfig, base, uri: str, resume: bool, address: str | None) -> None:
     """The cheap checks, before Ray starts or anything is written (one line each: what, and how to fix it)."""
-    from trainables.preflight import check_pipeline, check_tracking as check_server
+    from trainables.preflight import check_pipeline, check_tracking as check_server, toy_data_pending
 
-    check_objective(base)
+    # the data_dir trials will read (search/cluster.py search_data); the toy benchmark, written on first use, and
+    # replayed trials need no look: a gold-only BUCC dev set in the objective is refused here
+    data_dir = None if cfg.replay or toy_data_pending(base) else (
+        Path(base.data_dir) if base.data_dir else Path(cfg.storage).resolve() / "data")
+    check_objective(base, data_dir)
     check_fits(cfg, base)
     if base.distributed.workers > 1 and cfg.resources.fan_out > 1:
         raise XstiltsError("resources.fan_out and distributed.workers > 1 do not combine",
@@ -180,7 +230,7 @@ def check_resume(cfg: SearchConfig, resume: bool) -> None:
     saved = json.loads(state.read_text()).get("config")
     if saved:
         keys = ("candidates", "weight", "temperature", "intermediate_lr", "target_lr", "steps", "points_to_evaluate",
-                "pipeline", "overrides", "repeats", "scheduler", "num_samples", "objectives")
+                "pipeline", "overrides", "repeats", "scheduler", "num_samples", "objectives", "finalists")
         now = json.loads(json.dumps(cfg.model_dump(), default=str))
         changed = [k for k in keys if saved.get(k) != now.get(k)]
         if changed:
@@ -211,6 +261,9 @@ def check_address(address: str, timeout: float = 10.0) -> None:
 def run_search(cfg: SearchConfig, resume: bool = False, address: str | None = None,
                json_path: str | None = None, console: Console | None = None) -> dict:
     console = console or Console()
+    if cfg.proxy:
+        raise XstiltsError("a search with proxy: is two searches (search/proxy.py run_proxy_search)",
+                           "run it with `xstilts search`, which runs both stages")
     started = time.time()
     root = search_dir(cfg)
     base = base_config(cfg)
@@ -218,13 +271,20 @@ def run_search(cfg: SearchConfig, resume: bool = False, address: str | None = No
     preflight(cfg, base, uri, resume, address)  # everything refusable is refused here: nothing written yet
     from trainables.pipeline import base_model, ensure_toy_data
 
-    init_ray(address)
-    check_tracking(uri)
+    env = {**forwarded_env(cfg.env), **OFFLINE}  # trials never read the Hub: the driver prepares what they need
+    init_ray(address, env)
     check_resources(cfg, base.distributed.workers)
-    ensure_toy_data(base, console.print)
+    if not cfg.replay:  # replayed trials (search/replay.py) read a record: no data, no model
+        ensure_toy_data(base, console.print)
+        base, _ = search_data(cfg, base, console.print)
+    if len([n for n in ray.nodes() if n.get("Alive")]) > 1:  # every node sees the driver's files and settings
+        nodes = check_nodes({"storage": cfg.storage, "cache": base.cache_dir, "data": base.data_dir}, sorted(env))
+        console.print(f"{nodes} nodes see storage, cache and data as the driver does; forwarded to trials: "
+                      f"{', '.join(sorted(env)) or 'nothing'}")
+    check_tracking(uri)
     root.mkdir(parents=True, exist_ok=True)
     ray_log_to(root / "ray-driver.log")
-    if base.model.name == "toy":  # phase 1 once, in the driver, before trials race to build it
+    if base.model.name == "toy" and not cfg.replay:  # phase 1 once, in the driver, before trials race to build it
         base_model(base, Path(base.data_dir) if base.data_dir else None, console.print)
     parent = parent_run(cfg, uri, resume)
     ctx = trial_context(cfg, base, uri, parent.run_id)
@@ -235,11 +295,14 @@ def run_search(cfg: SearchConfig, resume: bool = False, address: str | None = No
 
         callbacks.append(RemoveTrainPlacementGroups(Path(ctx.registry)))
     tuner = build_tuner(cfg, ctx, resume, callbacks)
+    name_objectives(cfg)  # the study exists once the searcher is built
     fit_started = time.time()
     results = tuner.fit()
-    finish_tracking(root, closer)
     zombies = settle_study(cfg, results, ctx.n_rungs)
-    summary = build_summary(cfg, uri, parent.run_id, errors=results.num_errors, zombies=zombies)
+    finals = run_finalists(cfg, ctx, results, console.print) if cfg.defers_test else None
+    finish_tracking(root, closer)
+    summary = build_summary(cfg, uri, parent.run_id, errors=results.num_errors, zombies=zombies,
+                            finalists=finals["numbers"] if finals else None)
     summary["timing"] = {"total_s": time.time() - started, "fit_s": time.time() - fit_started}
     _write(root / "summary.json", summary)
     if json_path:
@@ -261,6 +324,8 @@ def run_search(cfg: SearchConfig, resume: bool = False, address: str | None = No
         raise XstiltsError(f"{results.num_errors} of {len(results)} trials failed (after {cfg.max_failures} "
                            f"retries each); the first: {what}",
                            fix or "fix the cause, then `xstilts search ... --resume` reruns them from their checkpoints")
+    if finals:
+        check_finalists(finals)
     return summary
 
 

@@ -43,12 +43,15 @@ def mixture_label(mixture: dict[str, float]) -> str:
     return " + ".join(f"{t} {p:.2f}" for t, p in sorted(mixture.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def score_name(n_targets: int) -> str:
-    """Tables say XTREME only for all nine targets."""
-    return "XTREME" if n_targets == len(TARGETS) else f"avg of {n_targets}"
+def score_name(n_targets: int, xtreme: bool = True) -> str:
+    """Tables say XTREME only for all nine targets, and only where the trials logged an XTREME score (`xtreme`:
+    every language XTREME lists, whole test sets: trainables.metrics.xtreme_score)."""
+    return "XTREME" if n_targets == len(TARGETS) and xtreme else f"avg of {n_targets}"
 
 
-def build_summary(cfg: SearchConfig, uri: str, parent: str, errors: int = 0, zombies: int = 0) -> dict:
+def build_summary(cfg: SearchConfig, uri: str, parent: str, errors: int = 0, zombies: int = 0,
+                  finalists: list[int] | None = None) -> dict:
+    """`finalists`: the trials scored on test when the others deferred their test work (search/finalists.py)."""
     study = optuna.load_study(study_name=cfg.name, storage=optuna_storage(cfg))
     runs = trial_runs(uri, cfg.experiment_name, parent)
     trials = []
@@ -66,6 +69,7 @@ def build_summary(cfg: SearchConfig, uri: str, parent: str, errors: int = 0, zom
             "xtreme": m.get(names.xtreme("validation")) if t.state == TrialState.COMPLETE else None,
             "test_average": m.get(names.average("test")), "test_xtreme": m.get(names.xtreme("test")),
             "mlflow_run_id": run.run_id if run else None, "targets": names.target_scores(m, "validation"),
+            **({"finalist": t.number in finalists} if finalists is not None else {}),
         })
     done = [t for t in trials if t["state"] == "COMPLETE" and t["average"] is not None]
     best = max(done, key=lambda t: t["average"]) if done else None
@@ -78,7 +82,7 @@ def build_summary(cfg: SearchConfig, uri: str, parent: str, errors: int = 0, zom
         "name": cfg.name, "num_samples": cfg.num_samples, "optuna_storage": optuna_storage(cfg),
         "objectives": list(cfg.objectives), "cost_metric": cfg.cost_metric, "pareto_front": front,
         "mlflow": {"tracking_uri": uri, "experiment": cfg.experiment_name, "parent_run_id": parent},
-        "trials": trials, "errors": errors, "zombies_closed": zombies,
+        "trials": trials, "errors": errors, "zombies_closed": zombies, "finalists": finalists,
         "best": None if best is None else {k: best[k] for k in ("number", "mixture", "average", "xtreme",
                                                                "test_average", "test_xtreme", "targets")},
     })

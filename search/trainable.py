@@ -21,8 +21,10 @@ import json
 import os
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import ray
@@ -31,8 +33,11 @@ from ray import tune
 from search.space import TrialSpec
 from trainables import names
 from trainables.config import PipelineConfig
-from trainables.pipeline import Pipeline, summarise
+from trainables.rungs import run_targets
 from trainables.tracking import MlflowTracker, NullTracker, flatten_results
+
+if TYPE_CHECKING:
+    from trainables.pipeline import Pipeline
 
 METRIC = names.OBJECTIVE
 STATE = "state.json"
@@ -65,7 +70,13 @@ class TrialContext:
 
     @property
     def n_rungs(self) -> int:
-        return len(self.base.targets)
+        return len(run_targets(self.base))
+
+    @property
+    def splits(self) -> list[str]:
+        """The splits trials log: without test while test work waits for the finalists (search/finalists.py): a
+        test average over the targets a trial happened to finish is no number to compare."""
+        return [s for s in self.base.eval_splits if not (s == "test" and self.base.defer_test)]
 
 
 @dataclass
@@ -155,21 +166,14 @@ def train_launcher(ctx: TrialContext, trial_id: str):
 
 def run_trial(params: dict, ctx: TrialContext) -> None:
     """Tune function trainable."""
-    state = TrialState.load(tune.get_checkpoint())
-    spec = TrialSpec.from_params(params, ctx.candidates)
-    trial_id = tune.get_context().get_trial_id()
-    _pid_file(ctx, trial_id)
-    tracker = _tracker(ctx, params, trial_id, state)
-    state.mlflow_run_id = tracker.run_id
-    clock = time.time()
-    launch = train_launcher(ctx, trial_id)
-    try:
-        pipes = [Pipeline(spec.with_seed(s).pipeline_config(ctx.base), log=lambda *a: None, launcher=launch).prepare()
-                 for s in ctx.seeds]
+    with trial_run(params, ctx) as (state, spec, trial_id, tracker):
+        clock = time.time()
+        pipes = seed_pipelines(ctx, spec, train_launcher(ctx, trial_id))
         tracker.log_params({**{names.weight_param(t): spec.mixture.get(t, 0.0) for t in ctx.candidates},
                             **pipes[0].params(), **spec.tuned(), "seed": ctx.seed, "repeats": ctx.repeats})
         tracker.set_tags({"cache_hit": str(all(p.phase2.get("cache_hit") for p in pipes)).lower(),
                           "phase2.dir": pipes[0].phase2.get("dir", "")})
+        _entries_file(ctx, params, sorted({e for p in pipes for e in p.cache_entries()}))
         combined: dict[str, dict] = {}
         streams = [p.targets(fan_out_map(ctx)) for p in pipes]
         for rung, per_seed in enumerate(zip(*streams), start=1):
@@ -182,41 +186,82 @@ def run_trial(params: dict, ctx: TrialContext) -> None:
             now = time.time()
             state.elapsed_s += now - clock
             clock = now
-            hours = state.elapsed_s / 3600
-            cost = {"cost/cpu_hours": hours * ctx.cpu, "cost/gpu_hours": hours * ctx.gpu}
-            tracker.log_metrics({**metrics, **cost}, step=rung)
-            state.rung = rung
-            state.mlflow_run_id = tracker.run_id  # None while a tracking server is down at the trial's start
-            _report({"rung": rung, **{k: v for k, v in metrics.items() if _reported(k)}, **cost}, state)
+            report_rung(ctx, tracker, state, rung, metrics)
+
+
+def seed_pipelines(ctx: TrialContext, spec: TrialSpec, launch) -> list["Pipeline"]:
+    """One prepared pipeline (phases 1-2) per seed of a configuration (a trial's, or a finalist's)."""
+    from trainables.pipeline import Pipeline  # here, not at the top: torch stays out of the driver's imports of
+    # this module and out of replayed trials (search/replay.py), which share its state and reporting
+
+    return [Pipeline(spec.with_seed(s).pipeline_config(ctx.base), log=lambda *a: None, launcher=launch).prepare()
+            for s in ctx.seeds]
+
+
+@contextmanager
+def trial_run(params: dict, ctx: TrialContext):
+    """What every trial (real or replayed) does around its work: its state from the last checkpoint, its spec, its
+    PID file, its MLflow run; the run closed FAILED on an error and the PID file marked ended whatever happens.
+    Ray ends a trial it stops (ASHA, or done) by raising inside tune.report, a BaseException: that skips the last
+    `tracker.close()`, and the driver's CloseRuns callback closes the run instead."""
+    state = TrialState.load(tune.get_checkpoint())
+    spec = TrialSpec.from_params(params, ctx.candidates)
+    trial_id = tune.get_context().get_trial_id()
+    _pid_file(ctx, trial_id)
+    tracker = _tracker(ctx, params, trial_id, state)
+    state.mlflow_run_id = tracker.run_id
+    try:
+        yield state, spec, trial_id, tracker
     except Exception:
         tracker.close("FAILED")
         raise
     finally:
         _pid_file(ctx, trial_id, running=False)
-    # Ray ends a trial it stops (ASHA, or done) by raising inside tune.report: that skips this line, and the
-    # driver's CloseRuns callback closes the run instead.
     tracker.close()
 
 
+ENTRIES = "entries"  # <search>/entries/<optuna trial>.json: the cache entries the trial uses (xstilts cache)
+
+
+def _entries_file(ctx: TrialContext, params: dict, entries: list[str]) -> None:
+    if not ctx.search_dir:
+        return
+    folder = Path(ctx.search_dir) / ENTRIES
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{params.get('optuna_trial')}.{os.getpid()}"
+    tmp.write_text(json.dumps({"trial": params.get("optuna_trial"), "cache_dir": ctx.base.cache_dir,
+                               "entries": entries}))
+    tmp.rename(folder / f"{params.get('optuna_trial')}.json")
+
+
 def _tag_notes(tracker, target: str, notes: list[dict]) -> None:
-    """A target's notes (BUCC: where its test threshold came from) as run tags, values joined over languages."""
+    """A target's notes as run tags, values joined over languages and seeds: BUCC's threshold origins, and where
+    phase-3 selection found its best model (its full history stays in the results)."""
     keys = {k for n in notes for k in n}
     tags = {}
     for key in keys:
-        values = sorted({str(v) for n in notes for v in (n.get(key) or {}).values()})
+        if key == "selection":
+            values = sorted({f"best at step {s['best_step']} of {s['steps']} run ({s['planned_steps']} planned)"
+                             for s in (n[key] for n in notes if n.get(key))})
+        else:
+            values = sorted({str(v) for n in notes for v in (n.get(key) or {}).values()})
         tags[names.note_tag(target, key)] = ", ".join(values)
     if tags:
         tracker.set_tags(tags)
 
 
-def _rung_metrics(ctx: TrialContext, pipes: list[Pipeline], combined: dict) -> dict:
+def _rung_metrics(ctx: TrialContext, pipes: list[Pipeline], combined: dict, splits: list[str] | None = None) -> dict:
     """Everything logged at a rung: each split's summary of the seed-averaged results, the spread over seeds
-    and each seed's own average (repeats)."""
+    and each seed's own average (repeats). `splits`: these only (default: the splits trials log)."""
+    from trainables.pipeline import summarise
+
+    splits = ctx.splits if splits is None else splits
     metrics: dict = {}
-    for split in ctx.base.eval_splits:
-        metrics.update(flatten_results(summarise(combined, split), split))
+    for split in splits:
+        metrics.update(flatten_results(summarise(combined, split, pipes[0].notes,
+                                                 pipes[0].cfg.target.max_eval_examples), split))
     if len(pipes) > 1:
-        for split in ctx.base.eval_splits:
+        for split in splits:
             per_seed = [p.summary(split)["average"] for p in pipes]
             metrics[names.average_std(split)] = float(np.std(per_seed))
             for p, value in zip(pipes, per_seed):
@@ -224,10 +269,23 @@ def _rung_metrics(ctx: TrialContext, pipes: list[Pipeline], combined: dict) -> d
     return metrics
 
 
+def report_rung(ctx: TrialContext, tracker, state: "TrialState", rung: int, metrics: dict) -> None:
+    """Log a rung's metrics and its cost so far (wall time x resources) to the trial's run, checkpoint the trial's
+    state and report the rung to Tune (real and replayed trials alike)."""
+    hours = state.elapsed_s / 3600
+    cost = {"cost/cpu_hours": hours * ctx.cpu, "cost/gpu_hours": hours * ctx.gpu}
+    tracker.log_metrics({**metrics, **cost}, step=rung)
+    state.rung = rung
+    state.mlflow_run_id = tracker.run_id  # None while a tracking server is down at the trial's start
+    ids = {"mlflow_run_id": state.mlflow_run_id} if state.mlflow_run_id else {}
+    _report({"rung": rung, **{k: v for k, v in metrics.items() if _reported(k)}, **cost, **ids}, state)
+
+
 def _reported(key: str) -> bool:
-    """The metrics Tune sees at each rung: the objective, the test average, XTREME, and the spread."""
+    """The metrics Tune sees at each rung: the objective, the test average, XTREME, the spread, and each target's
+    score (so `ResultGrid.get_dataframe()` has them; the per-language values stay in MLflow)."""
     name = names.parse_metric(key)
-    return name.kind in ("average", "xtreme") or key.endswith("_std")
+    return name.kind in ("average", "xtreme", "score") or key.endswith("_std")
 
 
 def _report(metrics: dict, state: TrialState) -> None:

@@ -44,15 +44,56 @@ class PrunedOptunaSearch(OptunaSearch):
     def __init__(self, *args, max_t: int, **kwargs):
         super().__init__(*args, **kwargs)
         self._max_t = max_t
+        self._zombies: list[int] | None = None  # Optuna trials a crashed driver left RUNNING, not yet taken up
 
     def suggest(self, trial_id: str):
         if trial_id not in self._ot_trials and self._ot_study is not None:
-            known = {t.number for t in self._ot_trials.values()}
-            for frozen in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                if frozen.number not in known:  # a zombie from before the crash: run it (same params)
-                    self._ot_trials[trial_id] = optuna.trial.Trial(self._ot_study, frozen._trial_id)
-                    break
+            zombie = self._next_zombie()
+            if zombie is not None:  # a zombie from before the crash: run it (same params)
+                self._ot_trials[trial_id] = optuna.trial.Trial(self._ot_study, zombie)
         return super().suggest(trial_id)
+
+    def _next_zombie(self) -> int | None:
+        """The storage id of the next Optuna trial left RUNNING by a crashed driver, or None. Zombies can only
+        predate this driver (the trials it asks are its own), so the study is read once, at the first suggest,
+        not at every suggest (that read grew with the study: quadratic over a search). The list is not saved
+        with the searcher: a searcher restored after a crash reads the study again."""
+        if getattr(self, "_zombies", None) is None:
+            known = {t.number for t in self._ot_trials.values()}
+            self._zombies = [frozen._trial_id for frozen in
+                             self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                             if frozen.number not in known]
+        return self._zombies.pop(0) if self._zombies else None
+
+    def save(self, checkpoint_path: str):
+        zombies, self._zombies = getattr(self, "_zombies", None), None
+        try:
+            super().save(checkpoint_path)
+        finally:
+            self._zombies = zombies
+
+    def on_trial_result(self, trial_id: str, result: dict):
+        """Tune snapshots its experiment now and then, not at every result: a search restored after a crash may
+        rerun (from its checkpoint) a trial whose Optuna trial had already finished. Its results change nothing
+        in Optuna; the trial is counted as completed so nothing more is told for it. A trial's first result
+        links its Optuna trial to its Ray trial and MLflow run (user attributes `ray_trial_id`, `mlflow_run_id`:
+        what optuna-dashboard shows beside the trial)."""
+        try:
+            self._link(trial_id, result)
+            super().on_trial_result(trial_id, result)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            self._completed_trials.add(trial_id)
+
+    def _link(self, trial_id: str, result: dict) -> None:
+        linked = self.__dict__.setdefault("_linked", {})  # trial id -> the MLflow run id told (None: not yet)
+        ot_trial, run_id = self._ot_trials.get(trial_id), result.get("mlflow_run_id")
+        if ot_trial is None or (trial_id in linked and (run_id is None or linked[trial_id] == run_id)):
+            return
+        if trial_id not in linked:
+            ot_trial.set_user_attr("ray_trial_id", trial_id)
+        if run_id:  # a tracking server down at the trial's start: its run (and id) come later
+            ot_trial.set_user_attr("mlflow_run_id", run_id)
+        linked[trial_id] = run_id
 
     def on_trial_complete(self, trial_id: str, result=None, error: bool = False):
         if error and trial_id in self._ot_trials:
@@ -60,11 +101,13 @@ class PrunedOptunaSearch(OptunaSearch):
             # trials from their checkpoints) can still finish it as the same Optuna trial.
             return
         if result and not error and trial_id not in self._completed_trials and trial_id in self._ot_trials:
+            self._link(trial_id, result)
             self._report_last(self._ot_trials[trial_id], result)
         if (result and not error and trial_id not in self._completed_trials and trial_id in self._ot_trials
                 and result.get("training_iteration", self._max_t) < self._max_t):
             ot_trial = self._ot_trials[trial_id]
-            self._ot_study.tell(ot_trial, None, state=TrialState.PRUNED)
+            # skip_if_finished: a trial finished again after a restore from an older experiment snapshot
+            self._ot_study.tell(ot_trial, None, state=TrialState.PRUNED, skip_if_finished=True)
             self._completed_trials.add(trial_id)
             return
         super().on_trial_complete(trial_id, result, error)
@@ -77,7 +120,8 @@ class PrunedOptunaSearch(OptunaSearch):
         step, value = result.get("training_iteration"), result.get(METRIC)
         if step is None or value is None or isinstance(self.metric, list):  # Optuna keeps no history per objective
             return
-        if int(step) not in self._ot_study._storage.get_trial(ot_trial._trial_id).intermediate_values:
+        frozen = self._ot_study._storage.get_trial(ot_trial._trial_id)
+        if not frozen.state.is_finished() and int(step) not in frozen.intermediate_values:
             ot_trial.report(float(value), int(step))
 
 
@@ -86,7 +130,8 @@ class SeededASHA(ASHAScheduler):
     reports compare everything against them, so they always run to the last rung. Optuna asks the enqueued
     points first, so they are Optuna trials 0 .. k-1.
 
-    It also keeps its rung records in `records` (`<search>/asha.json`, rewritten after every result): Ray Tune
+    It also keeps its rung records in `records` (`<search>/asha.json`, one JSON line appended per new record or
+    stop, so a result costs the same in a search's 1,000th trial as in its first): Ray Tune
     restores a search's trials and searcher after a crash but not its scheduler (ray-project/ray#30838), and
     an ASHA that forgot its rungs would let through trials the uninterrupted search stops. On unpickling (what
     `Tuner.restore` does) it reads them back, with the trials it already stopped: a trial stopped just before
@@ -100,39 +145,64 @@ class SeededASHA(ASHAScheduler):
         self._stopped: dict[str, int] = {}  # trial id -> the rung it was stopped at
 
     def on_trial_result(self, tune_controller, trial, result):
+        bracket, before = self._recorded(trial)
         decision = super().on_trial_result(tune_controller, trial, result)
         if trial.config.get("optuna_trial", self._protected) < self._protected:
             decision = self.CONTINUE
         at = result.get(self._time_attr, 0)
+        stop = []
         if trial.trial_id in self._stopped and at >= self._stopped[trial.trial_id]:
             decision = self.STOP
         elif decision == self.STOP:
             self._stopped[trial.trial_id] = at
-        self._save()
+            stop = [{"stop": trial.trial_id, "at": at}]
+        self._save(trial, bracket, before, stop)
         return decision
 
     def on_trial_complete(self, tune_controller, trial, result):
+        bracket, before = self._recorded(trial)  # (Ray forgets the trial's bracket in on_trial_complete)
         super().on_trial_complete(tune_controller, trial, result)
-        self._save()
+        self._save(trial, bracket, before)
 
-    def _save(self) -> None:
+    def _recorded(self, trial) -> tuple:
+        """The trial's bracket and the milestones it is recorded at (Ray records at most one more per result)."""
+        bracket = self._trial_info.get(trial.trial_id)
+        return bracket, {m for m, rec in bracket._rungs if trial.trial_id in rec} if bracket else set()
+
+    def _save(self, trial, bracket, before: set, extra: list = ()) -> None:
+        """Append what this result added: the trial's new rung record, its stop."""
         if not self._records:
             return
-        path = Path(self._records)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps({"rungs": [[[m, rec] for m, rec in b._rungs] for b in self._brackets],
-                                   "stopped": self._stopped}))
-        tmp.replace(path)
+        lines = [{"b": self._brackets.index(bracket), "m": m, "t": trial.trial_id, "v": rec[trial.trial_id]}
+                 for m, rec in (bracket._rungs if bracket else []) if m not in before and trial.trial_id in rec]
+        lines += extra
+        if lines:
+            with open(self._records, "a") as f:
+                f.write("".join(json.dumps(line) + "\n" for line in lines))
 
     def __setstate__(self, state):
         self.__dict__.update(state)
         path = Path(self._records) if self._records else None
         if path is None or not path.exists():
             return
-        saved = json.loads(path.read_text())
-        for bracket, rungs in zip(self._brackets, saved["rungs"]):
-            bracket._rungs = [(m, dict(rec)) for m, rec in rungs]
-        self._stopped = dict(saved["stopped"])
+        rungs = [dict(b._rungs) for b in self._brackets]  # milestone -> {trial id: value}, per bracket
+        for recorded in (rec for b in rungs for rec in b.values()):
+            recorded.clear()
+        for line in path.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:  # a line the crash cut short
+                continue
+            if "rungs" in entry:  # a whole state, as versions before the journal wrote it
+                for b, saved in enumerate(entry["rungs"]):
+                    for m, rec in saved:
+                        rungs[b][m].clear()
+                        rungs[b][m].update(rec)
+                self._stopped = dict(entry["stopped"])
+            elif "stop" in entry:
+                self._stopped[entry["stop"]] = entry["at"]
+            else:
+                rungs[entry["b"]][entry["m"]][entry["t"]] = entry["v"]
 
 
 def search_dir(cfg: SearchConfig) -> Path:
@@ -143,17 +213,21 @@ def optuna_storage(cfg: SearchConfig) -> str:
     return cfg.optuna_storage or f"sqlite:///{search_dir(cfg) / 'optuna.db'}"
 
 
-def init_ray(address: str | None) -> None:
-    # One checkpoint per target rung is by design; Ray's "snapshotting may become a bottleneck" is noise here.
+def init_ray(address: str | None, env: dict[str, str] | None = None) -> None:
+    """Join `address` (or RAY_ADDRESS), else start a private local Ray. `env`: variables every task and actor of
+    this job gets on every node (Ray's runtime_env; a node's own environment is not the driver's)."""
+    # Ray's "snapshotting may become a bottleneck" warning only fires with CheckpointConfig(num_to_keep), which
+    # build_tuner no longer sets (that forced snapshot was the bottleneck); kept off for restored older searches.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     address = address or os.environ.get("RAY_ADDRESS")
     if ray.is_initialized():
         return
+    runtime_env = {"env_vars": dict(env)} if env else None
     if address:
-        ray.init(address=address, log_to_driver=False)
+        ray.init(address=address, log_to_driver=False, runtime_env=runtime_env)
     else:
         ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
-                 object_store_memory=200 * 1024 ** 2)
+                 object_store_memory=200 * 1024 ** 2, runtime_env=runtime_env)
 
 
 def check_tracking(uri: str) -> None:
@@ -165,21 +239,45 @@ def check_tracking(uri: str) -> None:
 
 
 def base_config(cfg: SearchConfig) -> PipelineConfig:
-    """The trial's pipeline preset, validated, with paths made absolute (trials run in other folders)."""
-    pcfg = load_config(cfg.pipeline, list(cfg.overrides))
+    """The trial's pipeline preset, validated, with paths made absolute (trials run in other folders, on other
+    nodes): the search's `data_dir`/`cache_dir` when set, else the preset's with relative paths under the search's
+    storage — so by default everything a search computes lives on the storage every node shares."""
+    from trainables.presets import under_home
+
+    overrides = list(cfg.overrides) + [f"{k}={under_home(v)}" for k, v in (("data_dir", cfg.data_dir),
+                                                                          ("cache_dir", cfg.cache_dir)) if v is not None]
+    pcfg = load_config(cfg.pipeline, overrides, home=Path(cfg.storage))
     return update(pcfg, {"data_dir": str(Path(pcfg.data_dir).resolve()) if pcfg.data_dir else None,
                          "cache_dir": str(Path(pcfg.cache_dir).resolve()), "progress": False,
                          "tracking": {"enabled": False}})  # the trainable owns the trial's run
 
 
-def check_objective(base: PipelineConfig) -> None:
-    """The objective is the validation average: at least one target must have a validation split."""
+def check_objective(base: PipelineConfig, data_dir: Path | None = None) -> None:
+    """The objective is the validation average: at least one target must have a validation split. With the
+    data_dir the trials will read (None: not checked), no target may enter it through a gold-only dev set (BUCC
+    without its sample corpora: google/xtreme's gold pairs, mining among which is trivial)."""
     if not any(TASKS[t].has_validation for t in base.targets):
         raise XstiltsError(f"targets {base.targets} have no validation split, so the search has no objective — add "
                            f"one of {', '.join(t for t in TARGETS if TASKS[t].has_validation)}")
+    if data_dir is None:
+        return
+    from trainables.data import gold_only_languages
+
+    for t in (t for t in base.targets if TASKS[t].has_validation):
+        langs = gold_only_languages(t, "validation", data_dir)
+        if langs:
+            rest = ",".join(x for x in base.targets if x != t)
+            raise XstiltsError(
+                f"the search objective would score {t} on a gold-only dev set ({' '.join(langs)}: google/xtreme's gold "
+                f"pairs, no distractors): BUCC 2018's sample corpora are not under {data_dir}/bucc2018/",
+                f"put them there (`xstilts tasks --json`: {t}'s local_only source says where to download them), or "
+                f"drop {t} from the targets: overrides: [\"targets=[{rest}]\"]")
 
 
 def trial_context(cfg: SearchConfig, base: PipelineConfig, uri: str | None, parent: str | None) -> TrialContext:
+    """What every trial gets; its pipeline defers test work to the finalists when the search has some that are
+    not (search/finalists.py)."""
+    base = update(base, {"defer_test": cfg.defers_test})
     return TrialContext(name=cfg.name, base=base, candidates=tuple(cfg.candidates), tracking_uri=uri,
                         experiment=cfg.experiment_name, parent_run_id=parent, seed=base.seed, repeats=cfg.repeats,
                         cpu=cfg.resources.cpu, gpu=cfg.resources.gpu, fan_out=cfg.resources.fan_out,
@@ -236,6 +334,16 @@ def check_resources(cfg: SearchConfig, workers: int = 1) -> None:
                                f"add nodes")
 
 
+def concurrency(cfg: SearchConfig, workers: int = 1) -> int:
+    """Trials at once: `max_concurrent_trials`, or with null as many as the Ray cluster's resources hold (a
+    cluster of 11 GPUs runs the paper grid's 11 points together)."""
+    if cfg.max_concurrent_trials:
+        return cfg.max_concurrent_trials
+    have = ray.cluster_resources()
+    fits = [int(have.get(key, 0) // need) for key, need in trial_needs(cfg, workers).items() if need > 0]
+    return max(1, min(fits, default=1))
+
+
 def check_fits(cfg: SearchConfig, base: PipelineConfig) -> None:
     """Refuse, before anything starts, a trial that cannot fit the GPUs it asks for (`xstilts plan`)."""
     if not cfg.resources.gpu or not cfg.resources.gpu_memory_gb:
@@ -255,7 +363,13 @@ def check_fits(cfg: SearchConfig, base: PipelineConfig) -> None:
 def build_tuner(cfg: SearchConfig, ctx: TrialContext, resume: bool, callbacks: list) -> tune.Tuner:
     workers = ctx.base.distributed.workers
     check_resources(cfg, workers)
-    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), trial_resources(cfg, workers))
+    fn, kwargs = run_trial, {"ctx": ctx}
+    if cfg.replay:  # nothing trains: trials replay a recorded grid (search/replay.py, benchmarks/driver_scale.py)
+        from search.replay import check_record, replay_trial as fn
+
+        check_record(cfg.replay, ctx)
+        kwargs["replay"] = cfg.replay
+    trainable = tune.with_resources(tune.with_parameters(fn, **kwargs), trial_resources(cfg, workers))
     exp_dir = search_dir(cfg) / "ray"
     if resume and tune.Tuner.can_restore(str(exp_dir)):
         return tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_errored=True)
@@ -275,11 +389,16 @@ def build_tuner(cfg: SearchConfig, ctx: TrialContext, resume: bool, callbacks: l
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, metric=METRIC, mode="max",
-                                    num_samples=cfg.num_samples, max_concurrent_trials=cfg.max_concurrent_trials,
-                                    trial_dirname_creator=lambda t: t.trial_id),
+                                    num_samples=cfg.num_samples, max_concurrent_trials=concurrency(cfg, workers),
+                                    trial_dirname_creator=lambda t: t.trial_id,
+                                    reuse_actors=cfg.replay is not None),  # replayed trials hold no GPU memory
         run_config=tune.RunConfig(name="ray", storage_path=str(search_dir(cfg)), verbose=0, callbacks=callbacks,
                                   failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
-                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
+                                  # Every checkpoint is kept: each is one state.json (the models live in the cache).
+                                  # num_to_keep=1 made Tune snapshot the whole experiment (every trial's state, the
+                                  # searcher, all result files copied) at every rung of every trial: the driver's
+                                  # time per trial grew with the number of trials (benchmarks/driver_scale.py).
+                                  checkpoint_config=tune.CheckpointConfig()))
 
 
 def objectives(cfg: SearchConfig) -> tuple[str | list[str], str | list[str]]:
@@ -288,6 +407,18 @@ def objectives(cfg: SearchConfig) -> tuple[str | list[str], str | list[str]]:
     if cfg.multi_objective:
         return [METRIC, cfg.cost_metric], ["max", "min"]
     return METRIC, "max"
+
+
+def name_objectives(cfg: SearchConfig) -> None:
+    """The study's objectives by name (optuna-dashboard and `study.trials_dataframe()` show them instead of
+    "Objective 0/1"): the metrics they come from."""
+    import warnings
+
+    study = optuna.load_study(study_name=cfg.name, storage=optuna_storage(cfg))
+    metric, _ = objectives(cfg)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(metric if isinstance(metric, list) else [metric])
 
 
 def trial_values(cfg: SearchConfig, metrics: dict) -> float | list[float]:

@@ -136,3 +136,41 @@ def write(data_dir: Path, rows: dict | None = None, languages: list[str] = LANGS
                 writer.writerows(items)
     (Path(data_dir) / "xstilts.json").write_text(json.dumps({"languages": languages}))
     return Path(data_dir)
+
+
+def hub_rows(task_names) -> dict[str, list[dict]]:
+    """Rows keyed like ROWS for every Hub source split `trainables.data.prepare(task_names)` reads (targets: every
+    language and their training task's English train): ROWS' own where it has them, else a copy of the rows of
+    another config of the same source (same schema; its first text column tagged `[<config>/<split>]`, so no two
+    files are alike), so a stand-in Hub can serve whole repos."""
+    import re
+
+    from trainables.data import SPLITS, plan
+    from trainables.tasks import get_task, training_task
+
+    out = {}
+    tasks = [get_task(n) for n in task_names]
+    for task in tasks + [training_task(t) for t in tasks if t.train_on]:
+        for split in SPLITS:
+            for read in plan(task, split, ["en"] if split == "train" else list(task.languages_for(split))):
+                source = read.source
+                if source.local_only or source.raw or source.files:
+                    continue
+                key = f"{source.hub_id}/{read.config}/{read.hub_split}.parquet"
+                if key in ROWS:
+                    out[key] = ROWS[key]
+                    continue
+                pattern = re.escape(source.config)
+                for field in ("lang", "udpos", "iso3"):
+                    pattern = pattern.replace(re.escape("{" + field + "}"), "[^/]+")
+                same = [k for k in ROWS if re.fullmatch(f"{re.escape(source.hub_id)}/{pattern}/[^/]+\\.parquet", k)]
+                same.sort(key=lambda k: not k.endswith(f"/{read.hub_split}.parquet"))  # the same split first
+                if not same:
+                    raise KeyError(f"no fixture rows of {source.hub_id}/{source.config} to copy for {key}")
+                rows = [dict(r) for r in ROWS[same[0]]]
+                text = next((c for c in source.columns if isinstance(rows[0].get(c), str)), None)
+                for row in rows:
+                    if text:
+                        row[text] = f"{row[text]} [{read.config}/{read.hub_split}]"
+                out[key] = rows
+    return out

@@ -84,7 +84,20 @@ def _build_slowly(root: str, out: multiprocessing.Queue) -> None:
     out.put((meta["pid"], hit))
 
 
-def test_concurrent_builders_compute_an_entry_once(tmp_path):
+@pytest.mark.parametrize("locks", ["flock", "mkdir", "flock refused"])
+def test_concurrent_builders_compute_an_entry_once(tmp_path, monkeypatch, locks):
+    """With flock; with lock folders (XSTILTS_LOCKS=mkdir, for mounts whose flock is node-local); and where the
+    file system refuses flock (ENOLCK, as Lustre/NFS mounted without lock support do): the lock folder again."""
+    import errno
+    import fcntl
+
+    if locks == "mkdir":
+        monkeypatch.setenv("XSTILTS_LOCKS", "mkdir")
+    if locks == "flock refused":
+        def refuse(fh, op):
+            raise OSError(errno.ENOLCK, "No locks available")
+
+        monkeypatch.setattr(fcntl, "flock", refuse)
     q = multiprocessing.get_context("fork").Queue()
     procs = [multiprocessing.get_context("fork").Process(target=_build_slowly, args=(str(tmp_path), q)) for _ in range(3)]
     for p in procs:
@@ -116,3 +129,72 @@ def test_a_failed_build_writes_nothing(tmp_path):
     with pytest.raises(RuntimeError):
         entry.get_or_build(boom)
     assert not entry.path.exists() and not list(tmp_path.glob("t-*.tmp-*"))
+
+
+def test_two_hosts_temporary_names_differ(tmp_path, monkeypatch):
+    """Two nodes whose builders have the same PID still build into different folders."""
+    import socket
+
+    seen = []
+
+    def build(tmp):
+        seen.append(tmp.name)
+        raise RuntimeError("stop here")
+
+    for name in ("node-a", "node-b"):
+        monkeypatch.setattr(socket, "gethostname", lambda name=name: name)
+        with pytest.raises(RuntimeError):
+            Cache(tmp_path).entry("t", {"k": 4}).get_or_build(build)
+    assert len(set(seen)) == 2 and "node_a" in seen[0] and "node_b" in seen[1], seen
+
+
+def test_cleanup_never_touches_a_live_build_on_another_node(tmp_path):
+    """A `*.tmp-*` folder of another host is removed only once its heartbeat is older than STALE_AFTER_S (by
+    the file system's clock); a fresh one is a live build and stays."""
+    import os
+
+    from trainables.cache import HEARTBEAT, STALE_AFTER_S
+
+    entry = Cache(tmp_path).entry("t", {"k": 5})
+    live = entry.path.with_name(entry.path.name + ".tmp-othernode-4242-0a0b0c0d")
+    dead = entry.path.with_name(entry.path.name + ".tmp-thirdnode-4243-0e0f0a0b")
+    for folder in (live, dead):
+        folder.mkdir(parents=True)
+        (folder / HEARTBEAT).write_text("{}")
+    old = time.time() - STALE_AFTER_S - 60
+    os.utime(dead / HEARTBEAT, (old, old))
+    path, meta, hit = entry.get_or_build(lambda tmp: (tmp / "x").write_text("x") and {"ok": 1})
+    assert not hit and live.exists() and not dead.exists() and (path / "x").exists()
+    assert not (path / HEARTBEAT).exists() and meta == {"ok": 1}
+
+
+def test_a_build_published_first_by_another_node_is_kept(tmp_path):
+    """Where a lock is only node-local, two nodes may build one key: the first entry published stays."""
+    entry = Cache(tmp_path).entry("t", {"k": 6})
+
+    def build(tmp):  # another node publishes while this one builds
+        other = tmp_path / "other"
+        other.mkdir()
+        (other / "x").write_text("theirs")
+        Cache(tmp_path).entry("t", {"k": 6})._publish(other, {"who": "them"})
+        (tmp / "x").write_text("ours")
+        return {"who": "us"}
+
+    path, meta, hit = entry.get_or_build(build)
+    assert meta == {"who": "them"} and (path / "x").read_text() == "theirs"
+    assert not list(tmp_path.glob("t-*.tmp-*"))
+
+
+def test_the_temperature_reaches_the_phase2_key_only_through_the_probabilities(toy_dir, tmp_path):
+    """A single task trains the same at any temperature (probability 1): one entry. Two tasks at other
+    temperatures get other probabilities, so other entries."""
+    from trainables.mixture import Mixture
+
+    def key(mixture: dict, temperature: float) -> str:
+        cfg = load_config(ROOT / "configs/pipeline/toy.yaml", [f"data_dir={toy_dir}", f"intermediate.mixture={mixture}",
+                                                              f"intermediate.temperature={temperature}"])
+        probs = Mixture(mixture, "explicit", temperature).probabilities()
+        return Cache(tmp_path).entry("phase2", phase2_payload(cfg, "toy-model-x", probs, toy_dir, CPU)).key
+
+    assert key({"mnli": 1.0}, 0.5) == key({"mnli": 1.0}, 2.0)
+    assert key({"mnli": 1.0, "qqp": 0.5}, 0.5) != key({"mnli": 1.0, "qqp": 0.5}, 2.0)

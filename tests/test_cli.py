@@ -4,6 +4,7 @@ Run: pytest tests/test_cli.py
 """
 
 import json
+import os
 import subprocess
 import sys
 
@@ -49,3 +50,46 @@ def test_bad_input_one_line_and_exit_2(args, message, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+def test_version():
+    out = subprocess.run([sys.executable, "-m", "search.cli", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("xstilts ")
+
+
+@pytest.mark.slow
+def test_a_served_url_is_printed_only_once_the_server_answers(tmp_path):
+    """`xstilts ui`'s launcher (`_serve_until_stopped`): the URL line comes after the server answers; a server that
+    cannot start (its port taken) gives one error line instead of a dead URL; SIGTERM stops the server too."""
+    import signal
+    import time
+    import urllib.request
+
+    from helpers import free_port
+
+    port = free_port()
+    code = ("import sys; from search.cli import _serve_until_stopped as s, main; "
+            f"s([sys.executable, '-c', 'import time; time.sleep(2); import http.server as h; "
+            f"h.ThreadingHTTPServer((\"127.0.0.1\", {port}), h.SimpleHTTPRequestHandler).serve_forever()'], "
+            f"'http://127.0.0.1:{port}/', 'ready at http://127.0.0.1:{port}', {port})")
+    # (the test server prints its own line to stdout first: the launcher sends it to stderr)
+    code = code.replace("time.sleep(2); ", "time.sleep(2); print(\"server says hello\", flush=True); ")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=tmp_path,
+                            start_new_session=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("ready at") and urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).status == 200
+        # a second launcher on the same port: one line, no URL (the first server must not answer for it)
+        second = subprocess.run([sys.executable, "-c", "from trainables.errors import XstiltsError\ntry:\n    exec("
+                                 + repr(code) + ")\nexcept XstiltsError as e:\n    print(f'error: {e}', file=sys.stderr)"
+                                 "; sys.exit(2)"], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+        assert second.returncode == 2 and f"port {port} on 127.0.0.1 is taken" in second.stderr, second.stderr
+        assert not second.stdout
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        time.sleep(1)
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)

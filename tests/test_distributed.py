@@ -74,12 +74,16 @@ def test_two_workers_equal_one_process(strategy, ray_local, toy_dir, tiny_base, 
 
     one_cfg = _cfg(toy_dir, tmp_path / "c1", tiny_base)
     one = _phase2_in_process(one_cfg, tiny_base, tmp_path / "one")
-    two_cfg = _cfg(toy_dir, tmp_path / "c2", tiny_base, "distributed.workers=2", f"distributed.strategy={strategy}")
+    two_cfg = _cfg(toy_dir, tmp_path / "c2", tiny_base, "distributed.workers=2", f"distributed.strategy={strategy}",
+                   "checkpoint.steps=5")  # sharded checkpoints through Ray Train on the way (not part of the key)
     (tmp_path / "two").mkdir()
     two = launcher(two_cfg.distributed, tmp_path / "train-runs", cpu=1.0)(
         {"kind": "phase2", "cfg": two_cfg.model_dump(), "base": str(tiny_base), "data_dir": two_cfg.data_dir,
          "out": str(tmp_path / "two"), "key": f"eq-{strategy}"})
     assert two["distributed"] == {"workers": 2, "strategy": strategy} and two["steps"] == one["steps"] == 12
+    stored = sorted((tmp_path / "train-runs" / f"eq-{strategy}").glob("checkpoint_*")) or sorted(
+        (tmp_path / "train-runs" / f"eq-{strategy}").rglob("step-*"))
+    assert stored, list((tmp_path / "train-runs").rglob("*"))[:20]  # RayHooks saved through ray.train.report
     a = AutoModel.from_pretrained(str(tmp_path / "one"), add_pooling_layer=False).state_dict()
     b = AutoModel.from_pretrained(str(tmp_path / "two"), add_pooling_layer=False).state_dict()  # a save_pretrained folder gathered on rank 0
     assert a.keys() == b.keys()

@@ -52,6 +52,10 @@ def test_table_rows_and_columns(finished):
         assert row["xtreme"] is None  # two targets: an average, never called XTREME
     assert report["score_name"] == "avg of 2" and report["best_per_target_xtreme"] is None
     assert report["objective"]["left_out"] == ["xquad", "tydiqa", "tatoeba"]
+    # the plan's estimate beside what the trials logged: the same order of magnitude (its accuracy is
+    # benchmarks/plan_accuracy.py's business, not a timed test's)
+    plan, logged = report["cost"]["plan"], report["cost"]["cpu_hours"]
+    assert plan["unit"] == "CPU-hours" and logged / 4 < plan["hours"] < logged * 4, (plan, logged)
 
 
 def test_numbers_equal_the_trials_logged_metrics(finished):
@@ -130,7 +134,8 @@ models:
   - {{label: tiny, overrides: ["model.hidden_size=32", "model.layers=1", "model.heads=2"]}}
   - {{label: small, overrides: ["model.hidden_size=64", "model.layers=2", "model.heads=2"]}}
 configurations: [{{}}, {{mnli: 1.0}}]
-seeds: 2
+seeds: auto
+auto: {{start: 2, step: 1, most: 3, min_effect: 0.001}}
 """)
     out = subprocess.run([sys.executable, "-m", "search.cli", "scaling", str(cfg)], capture_output=True, text=True,
                          cwd=ROOT, timeout=1200)
@@ -138,10 +143,19 @@ seeds: 2
     result = json.loads((tmp_path / "searches" / "sc" / "scaling.json").read_text())
     assert [m["model"] for m in result["models"]] == ["tiny", "small"]
     assert result["models"][0]["params"] < result["models"][1]["params"]
+    # seeds: auto — 2 seeds, then one more unless the first look already answered (it looks at 5 % / 2)
+    trend = result["trend"]["mnli"]
+    assert result["sequential"] and result["level"] == pytest.approx(0.025) and trend["alpha"] == pytest.approx(0.025)
+    if result["seeds"] == 2:
+        assert trend["stopped_because"] == "interval excludes zero"
+    else:
+        assert result["seeds"] == 3 and (tmp_path / "searches" / "sc-tiny-s2" / "summary.json").exists()
+        assert trend["stopped_because"] in ("interval excludes zero", "seed budget spent (3)")
     for m in result["models"]:
         g = m["gains"]["mnli"]
-        assert g["n"] == 2 and g["low"] <= g["gain"] <= g["high"]
-    assert "mnli" in result["trend"] and "gain changes by" in out.stdout
+        assert g["n"] == result["seeds"] and g["low"] <= g["gain"] <= g["high"]
+    assert trend["low"] <= trend["slope_per_decade"] <= trend["high"] and trend["detectable"] > 0
+    assert trend["n"] == 2 * result["seeds"] and "gain changes by" in out.stdout and "could detect" in out.stdout
     import matplotlib.pyplot as plt
 
     assert plt.imread(result["plot"])[..., :3].std() > 0.05

@@ -38,3 +38,35 @@ def test_pareto_front_is_the_non_dominated_set():
                         and (o["average"], o["cpu_hours"]) != (t["average"], t["cpu_hours"]) for o in trials)
         assert (t["trial"] in ids) == (not dominated), t
     assert [p["cpu_hours"] for p in front] == sorted(p["cpu_hours"] for p in front)
+
+
+def _run(n: int, mix: dict, val: dict, test: dict):
+    from trainables import names
+    from trainables.tracking import RunRecord
+
+    metrics = {names.average("validation"): sum(val.values()) / len(val), names.average("test"): sum(test.values()) / len(test)}
+    metrics.update({names.target_score(t, "validation"): v for t, v in val.items()})
+    metrics.update({names.target_score(t, "test"): v for t, v in test.items()})
+    return RunRecord(f"r{n}", "FINISHED", params={names.mix_param(t): str(p) for t, p in mix.items()},
+                     metrics=metrics, tags={"optuna.trial": str(n)})
+
+
+def test_report_on_test_selects_on_validation():
+    """`xstilts report --split test` reports test scores of trials chosen on validation: the best trial per
+    mixture and the best model per target; a target with only a test split (Tatoeba) is chosen by the validation
+    average. Test scores that would win on their own must not (before: picked by test)."""
+    from search.report import _trial_rows, build_rows
+
+    runs = [_run(0, {}, {"xnli": 50, "pawsx": 60}, {"xnli": 48, "pawsx": 58, "tatoeba": 70}),
+            # mnli at two learning rates: trial 1 wins on validation, trial 2 on test
+            _run(1, {"mnli": 1.0}, {"xnli": 60, "pawsx": 61}, {"xnli": 55, "pawsx": 57, "tatoeba": 60}),
+            _run(2, {"mnli": 1.0}, {"xnli": 52, "pawsx": 59}, {"xnli": 70, "pawsx": 75, "tatoeba": 90}),
+            _run(3, {"qqp": 1.0}, {"xnli": 49, "pawsx": 66}, {"xnli": 47, "pawsx": 63, "tatoeba": 65})]
+    report = build_rows(_trial_rows(runs, "test"))
+    rows = {r["label"]: r for r in report["rows"]}
+    assert rows["mnli"]["trial"] == "1" and rows["mnli"]["targets"]["xnli"] == 55  # chosen on validation
+    assert report["best_per_target"] == {"xnli": "mnli", "pawsx": "qqp", "tatoeba": "mnli"}
+    # mnli has the best validation average (60.5): Tatoeba's pick; reported with its test score
+    assert report["best_per_target_average"] == (55 + 63 + 60) / 3
+    on_validation = build_rows(_trial_rows(runs, "validation"))
+    assert {r["label"]: r["trial"] for r in on_validation["rows"]} == {"baseline": "0", "mnli": "1", "qqp": "3"}

@@ -65,16 +65,73 @@ def check_search(tmp: Path, name: str, uri: str, n: int = N) -> dict:
 
 
 def test_toy_search_end_to_end(tmp_path, toy_dir, cache):
+    """The toy search with finalists=1: 4 trials (2 seeded) run XNLI and PAWS-X as rungs and leave Tatoeba (test
+    only, retrieval) to the finalists — the seeded points and the best other trial by validation —, which log it
+    to their own runs; a --resume of the finished search runs the finalist work again, from the cache."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    out = subprocess.run(search_args(tmp_path, toy_dir, cache, "e2e", uri, "--json", str(tmp_path / "s.json")),
-                         capture_output=True, text=True, cwd=tmp_path, timeout=900)
+    args = search_args(tmp_path, toy_dir, cache, "e2e", uri, "finalists=1", "--json", str(tmp_path / "s.json"))
+    out = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     summary = check_search(tmp_path, "e2e", uri)
     assert json.loads((tmp_path / "s.json").read_text()) == summary
+    study = optuna.load_study(study_name="e2e", storage=f"sqlite:///{tmp_path / 'searches/e2e/optuna.db'}")
+    complete = {t.number: t.value for t in study.trials if t.state == TrialState.COMPLETE}
+    assert all(max(t.intermediate_values) == 2 for t in study.trials if t.state == TrialState.COMPLETE)
+    best_free = max((n for n in complete if n >= 2), key=lambda n: (complete[n], -n))
+    assert summary["finalists"] == [n for n in (0, 1) if n in complete] + [best_free]
+    tatoeba = "target/tatoeba/score"
+    from mlflow import MlflowClient
+
+    def finalist_scores():
+        scores = {}
+        for kid in children(uri, "xstilts-search-e2e")[1]:
+            n, m = int(kid.data.tags["optuna.trial"]), kid.data.metrics
+            finalist = n in summary["finalists"]
+            assert (kid.data.tags.get("xstilts.finalist") == "true") == finalist
+            assert (tatoeba in m) == ("average" in m) == finalist, (n, sorted(m))  # no partial test averages
+            scores.update({n: m[tatoeba]} if finalist else {})
+            history = MlflowClient(uri).get_metric_history(kid.info.run_id, "validation/average")
+            assert sorted(h.step for h in history) == [1, 2]  # validation: the trial's rungs only
+        return scores
+
+    before = finalist_scores()
+    # Optuna's trials name their objective and link to their Ray trial and MLflow run; Tune has per-target scores
+    assert study.metric_names == ["validation/average"]
+    runs = {int(k.data.tags["optuna.trial"]): k for k in children(uri, "xstilts-search-e2e")[1]}
+    for t in study.trials:
+        assert t.user_attrs["mlflow_run_id"] == runs[t.number].info.run_id
+        assert t.user_attrs["ray_trial_id"] == runs[t.number].data.tags["ray.trial_id"]
+    results = [json.loads(line) for f in (tmp_path / "searches/e2e/ray").glob("*/result.json")
+               for line in f.read_text().splitlines()]
+    assert results and all({"validation/target/xnli/score", "validation/target/pawsx/score"} <= set(r)
+                           for r in results if r["rung"] == 2)
+    assert {t["number"] for t in summary["trials"] if t["finalist"]} == set(summary["finalists"])
+    assert all(t["test_average"] is not None for t in summary["trials"] if t["finalist"])
+    again = subprocess.run([*args[:-2], "--resume"], capture_output=True, text=True, cwd=tmp_path, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert finalist_scores() == before
+    from search.report import make_report  # the test tables cover the finalists, and say so
+
+    report = make_report(tmp_path / "searches" / "e2e", "test", log_to_mlflow=False)
+    assert report["covers"] == {"finalists": summary["finalists"], "trials": N}
+    assert {int(r["trial"]) for r in report["rows"]} <= set(summary["finalists"]) and "tatoeba" in report["targets"]
+    assert "cover the search's 3 finalists" in (tmp_path / "searches/e2e/report/report.md").read_text()
     assert "best mixtures" in out.stdout
     best = subprocess.run([sys.executable, "-m", "search.cli", "best", str(tmp_path / "searches" / "e2e")],
                           capture_output=True, text=True, cwd=tmp_path)
     assert best.returncode == 0 and f"{summary['best']['average']:.2f}" in best.stdout
+    # every trial recorded the cache entries it uses; a dry-run prune keeps the best trial's
+    folder = tmp_path / "searches" / "e2e"
+    recorded = {int(f.stem): json.loads(f.read_text()) for f in (folder / "entries").glob("*.json")}
+    assert set(recorded) == {t["number"] for t in summary["trials"]}
+    assert all(r["cache_dir"] == str(cache) for r in recorded.values())
+    dry = subprocess.run([sys.executable, "-m", "search.cli", "cache", "prune", str(folder), "--top", "0",
+                          "--dry-run", "--json", str(tmp_path / "prune.json")], capture_output=True, text=True,
+                         cwd=tmp_path)
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    kept = set(json.loads((tmp_path / "prune.json").read_text())["kept"])
+    best_entries = set(recorded[summary["best"]["number"]]["entries"])
+    assert best_entries <= kept and any(e.startswith("phase3-") for e in best_entries)
 
 
 def test_score_and_cost_search_names_its_pareto_front(tmp_path, toy_dir, cache):
@@ -144,7 +201,8 @@ def test_sigkill_driver_then_resume(tmp_path, toy_dir, cache):
     deadline = time.time() + 600
     while _finished_trials(db, "crash") < 1 and time.time() < deadline and driver.poll() is None:
         time.sleep(1)
-    entries_before = {p: p.stat().st_mtime for p in cache.glob("phase2-*") if p.is_dir()}
+    entries_before = {p: p.stat().st_mtime for p in cache.glob("phase2-*")  # published ones (not a build in
+                      if (p / "xstilts-manifest.json").is_file()}      # progress, which the kill leaves behind)
     assert driver.poll() is None, "the search finished before it could be killed"
     os.kill(driver.pid, signal.SIGKILL)
     driver.wait()

@@ -3,6 +3,7 @@
 Run: pytest tests/test_search_units.py
 """
 
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -82,7 +83,7 @@ def test_a_bad_spec_is_refused_by_the_pipeline_config():
 
 def _searcher(storage, max_t=3):
     cfg = load_search_config(None, ["candidates=[mnli,qqp]"])
-    s = PrunedOptunaSearch(lambda t: define_space(t, cfg), metric="validation/average", mode="max", max_t=max_t,
+    s = PrunedOptunaSearch(functools.partial(define_space, cfg=cfg), metric="validation/average", mode="max", max_t=max_t,
                            storage=optuna.storages.RDBStorage(storage), study_name="s",
                            sampler=optuna.samplers.RandomSampler(seed=0))
     return s
@@ -100,6 +101,41 @@ def test_scheduler_stopped_trials_reach_optuna_as_pruned(tmp_path):
     states = {t.number: (t.state, t.value) for t in study.trials}
     assert states == {0: (TrialState.PRUNED, 10.0), 1: (TrialState.COMPLETE, 23.0)}  # pruned: last rung value
     assert [t.intermediate_values for t in study.trials] == [{1: 10.0}, {1: 21.0, 2: 22.0, 3: 23.0}]  # every rung
+
+
+def test_optuna_trials_link_to_their_ray_trial_and_mlflow_run(tmp_path):
+    """Each Optuna trial carries its Ray trial id from its first result and its MLflow run id once a result has one
+    (a tracking server down at the trial's start gives it later), including a trial stopped at its first rung."""
+    s = _searcher(f"sqlite:///{tmp_path}/o.db")
+    s.suggest("a"), s.suggest("b")
+    s.on_trial_result("a", {"validation/average": 10.0, "training_iteration": 1})  # no run yet
+    s.on_trial_result("a", {"validation/average": 11.0, "training_iteration": 2, "mlflow_run_id": "run-a"})
+    s.on_trial_complete("a", {"validation/average": 12.0, "training_iteration": 3, "mlflow_run_id": "run-a"})
+    s.on_trial_complete("b", {"validation/average": 5.0, "training_iteration": 1, "mlflow_run_id": "run-b"})
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path}/o.db")
+    assert [t.user_attrs for t in study.trials] == [{"ray_trial_id": "a", "mlflow_run_id": "run-a"},
+                                                   {"ray_trial_id": "b", "mlflow_run_id": "run-b"}]
+
+
+def test_a_trial_restored_from_an_older_snapshot_reports_again_without_error(tmp_path):
+    """Tune snapshots its experiment now and then: after a driver crash, the restored searcher may not know that
+    a trial's Optuna trial finished, and the trial, rerun from its checkpoint, reports its rungs again. The
+    finished Optuna trial is left as it was (before: UpdateFinishedTrialError ended the resumed search)."""
+    s = _searcher(f"sqlite:///{tmp_path}/o.db")
+    s.suggest("a")
+    s.on_trial_result("a", {"validation/average": 11.0, "training_iteration": 1})
+    s.save(str(tmp_path / "searcher.pkl"))  # what Tune saved before the crash
+    for it in (2, 3):
+        s.on_trial_result("a", {"validation/average": 11.0 + it, "training_iteration": it})
+    s.on_trial_complete("a", {"validation/average": 14.0, "training_iteration": 3})
+    restored = _searcher(f"sqlite:///{tmp_path}/o.db")
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    restored.on_trial_result("a", {"validation/average": 99.0, "training_iteration": 2})
+    restored.on_trial_result("a", {"validation/average": 99.0, "training_iteration": 3})
+    restored.on_trial_complete("a", {"validation/average": 99.0, "training_iteration": 3})
+    (trial,) = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path}/o.db").trials
+    assert (trial.state, trial.value, trial.intermediate_values) == (
+        TrialState.COMPLETE, 14.0, {1: 11.0, 2: 13.0, 3: 14.0})
 
 
 def test_trials_left_running_by_a_crash_are_taken_up_again(tmp_path):
@@ -259,6 +295,34 @@ def test_live_table_tells_pruned_from_done_and_error(capsys):
     assert [line.split(": ")[2].split()[0] for line in lines] == ["PRUNED", "DONE", "ERROR"], lines
 
 
+def test_live_table_on_a_terminal_stays_small_in_a_long_search():
+    """On a terminal the table holds the running trials and the best finished ones, whatever the number of trials
+    (drawing every trial at every event made the driver quadratic); its title counts the rest."""
+    import io
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from search.run import LiveTable
+
+    table = LiveTable(["mnli", "qqp"], max_t=2)
+    table._console = Console(file=io.StringIO(), force_terminal=True, width=120)
+    for i in range(300):
+        trial = SimpleNamespace(trial_id=f"t{i}", config={"optuna_trial": i, "use_mnli": True, "w_mnli": 1.0},
+                                last_result={})
+        table.on_trial_start(0, [], trial)
+        table.on_trial_result(0, [], trial, {METRIC: float(i % 97)})
+        if i < 290:  # the last 10 keep running
+            trial.last_result = {"training_iteration": 1 + i % 2, METRIC: float(i % 97)}
+            table.on_trial_complete(0, [], trial)
+    table.on_experiment_end([])
+    drawn = table.live.renderable
+    assert drawn.row_count == 10 + LiveTable.SHOW_BEST
+    assert drawn.title == "10 running, 145 pruned, 145 done"
+    scores = [float(cell) for cell in drawn.columns[3]._cells[10:]]
+    assert scores == sorted(scores, reverse=True) and scores[0] == 96.0
+
+
 def test_settle_study_makes_optuna_agree_with_ray(tmp_path):
     """At a search's end Optuna must agree with Ray: a trial Ray finished (whose completion Tune's
     ConcurrencyLimiter dropped after a retry) is COMPLETE with its last rung recorded; one stopped early is PRUNED;
@@ -351,3 +415,56 @@ def test_summary_table_names_each_column_by_what_it_averages_and_marks_the_front
     console = Console(record=True, width=250)
     console.print(summary_table(summary))
     assert "*" not in console.export_text().split("\n", 2)[2] and "cpu-hours" not in console.export_text()
+
+
+def test_concurrency_null_takes_as_many_trials_as_the_cluster_holds(monkeypatch):
+    """max_concurrent_trials: null (the paper and mixture presets): the cluster's resources over one trial's needs."""
+    import ray
+
+    from search.tuner import concurrency
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 128.0, "GPU": 11.0})
+    assert concurrency(load_search_config("paper")) == 11  # 8 CPUs + 1 GPU per trial: the GPUs bind
+    assert concurrency(load_search_config("paper", ["resources={cpu: 16, gpu: 1}"])) == 8  # now the CPUs do
+    assert concurrency(load_search_config("paper", ["max_concurrent_trials=3"])) == 3
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 4.0})
+    assert concurrency(load_search_config("paper")) == 1  # (check_resources refuses a trial that cannot be placed)
+
+
+def test_scaling_gain_interval_uses_students_t_at_any_number_of_seeds():
+    """Paired gains over 20 seeds: the half-width is t(0.975, 19) = 2.093 standard errors, not the normal's 1.96
+    (the lookup table it replaces fell back to 1.96 beyond 10 seeds)."""
+    import math
+
+    import numpy as np
+
+    from search.scaling import gain_stats
+
+    rng = np.random.default_rng(0)
+    base = {s: float(v) for s, v in enumerate(rng.normal(50, 1, 20))}
+    config = {s: v + 1.0 + float(rng.normal(0, 0.5)) for s, v in base.items()}
+    stats = gain_stats(config, base)
+    diffs = np.array([config[s] - base[s] for s in range(20)])
+    se = diffs.std(ddof=1) / math.sqrt(20)
+    assert stats["n"] == 20 and (stats["high"] - stats["low"]) / 2 == pytest.approx(2.093 * se, rel=1e-3)
+
+
+def test_model_card_metadata_reads_back_as_the_hub_reads_it():
+    """`xstilts export`'s card (huggingface_hub.ModelCard): canonical base model id, licence, languages of the
+    scored targets, datasets, and every per-target score as a model-index result that parses back."""
+    from huggingface_hub import ModelCard
+
+    from search.export import model_card
+
+    summary = {"name": "rep", "mlflow": {"experiment": "x"}}
+    trial = {"number": 1, "state": "COMPLETE", "mlflow_run_id": "abc", "mixture": {"mnli": 1.0}, "average": 60.0,
+             "test_average": 58.0, "targets": {"xnli": 61.234, "pawsx": 58.0}}
+    card = ModelCard(model_card(summary, trial, {"seed": "0"}, "xlm-roberta-large", {"xnli": 60.1, "tatoeba": 40.0}))
+    data = card.data
+    assert data.base_model == "FacebookAI/xlm-roberta-large" and data.license == "mit"
+    assert {"en", "sw", "ur"} <= set(data.language) and "nyu-mll/glue" in data.datasets  # XNLI's, MNLI's
+    got = {(r.dataset_name, r.dataset_split): r.metric_value for r in data.eval_results}
+    assert got == {("xnli", "validation"): 61.23, ("pawsx", "validation"): 58.0, ("xnli", "test"): 60.1,
+                   ("tatoeba", "test"): 40.0}
+    toy = ModelCard(model_card(summary, trial, {}, "toy")).data
+    assert toy.base_model is None and toy.language is None  # the toy is no Hub model and speaks no real language

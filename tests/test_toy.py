@@ -87,13 +87,13 @@ def test_toy_tokenizer_round_trips(toy_tokenizer):
 
 def test_toy_model_is_the_same_whatever_threads_the_machine_gives(toy_dir, tmp_path):
     """Same seed, same toy model, bit for bit, whether the process had 1 thread or 2 (a float sum's order
-    depends on the kernel's split over threads; the build pins its own count, `model.TOY_THREADS`)."""
+    depends on the kernel's split over threads; the build pins its own count, `toymodel.TOY_THREADS`)."""
     import hashlib
 
     import torch
 
     from trainables.config import ModelConfig
-    from trainables.model import toy_model
+    from trainables.toymodel import toy_model
 
     small = ModelConfig(hidden_size=32, layers=2, heads=2, mlm_steps=30, align_every=5)
     before, digests = torch.get_num_threads(), []
@@ -115,7 +115,8 @@ def test_alignment_steps_make_toy_retrieval_find_translations(toy_dir, tmp_path)
     import torch
 
     from trainables.config import ModelConfig
-    from trainables.model import load_encoder, load_tokenizer, mean_pool, retrieval_layer_index, toy_model
+    from trainables.model import load_encoder, load_tokenizer, mean_pool, retrieval_layer_index
+    from trainables.toymodel import toy_model
 
     def accuracy(model_cfg: ModelConfig, cache) -> float:
         path = toy_model(toy_dir, cache, model_cfg, log=lambda *a: None)

@@ -88,6 +88,17 @@ class IntermediateConfig(Strict):
         return sum(math.ceil(self.epochs * math.ceil(min(n, self.cap or n) / per_batch)) for n in sizes.values())
 
 
+class SelectionConfig(Strict):
+    """Model selection while a target fine-tunes, as jiant's runner does (`jiant/proj/main/metarunner.py`,
+    the XTREME recipe's `--eval_every_steps 1000 --no_improvements_for_n_evals 30`, `eval_subset_num 500`):
+    score the first `subset` English selection examples after every `every_steps` optimiser steps and after the
+    last, keep the best model, stop after `patience` validations without improvement (0: never)."""
+
+    every_steps: int = Field(1000, gt=0)
+    subset: int = Field(500, gt=0)
+    patience: int = Field(30, ge=0)
+
+
 class TargetConfig(Strict):
     lr: float = Field(1.0e-5, gt=0)
     epochs: dict[str, float] = {}  # per target; default from jiant's recipe (EPOCHS)
@@ -101,6 +112,7 @@ class TargetConfig(Strict):
     max_train_examples: int | None = Field(None, gt=0)
     eval_batch_size: int = Field(64, gt=0)
     max_eval_examples: int | None = Field(None, gt=0)  # per language; None = all
+    selection: SelectionConfig = SelectionConfig()
 
 
 class DistributedConfig(Strict):
@@ -111,13 +123,21 @@ class DistributedConfig(Strict):
     strategy: Literal["none", "ddp", "fsdp"] = "none"  # ddp: replicas (speed); fsdp: FSDP2 shards (size)
     mixed_precision: Literal["bf16", "fp32"] = "bf16"  # bf16 compute on GPUs (CPUs compute in fp32)
     activation_checkpointing: bool = False  # recompute each layer in the backward pass (less memory)
-    checkpoint_every: int = Field(200, gt=0)  # optimiser steps between sharded checkpoints (retries resume there)
 
     @model_validator(mode="after")
     def _consistent(self) -> "DistributedConfig":
         if self.workers > 1 and self.strategy == "none":
             raise ValueError(f"workers={self.workers} needs strategy ddp or fsdp")
         return self
+
+
+class CheckpointConfig(Strict):
+    """Checkpoints of a job in progress (phase 2, a phase-3 fine-tune), so a preempted or failed attempt resumes
+    where it stopped: on one process in `<cache_dir>/checkpoints/<job>`, on Ray Train workers sharded in
+    `<cache_dir>/ray-train/<job>`; both removed once the job's cache entry is published. Not part of any cache key."""
+
+    minutes: float = Field(30.0, gt=0)  # wall time between checkpoints (an XL checkpoint is ~56 GB: not too often)
+    steps: int | None = Field(None, gt=0)  # instead: every this many optimiser steps (tests, tiny jobs)
 
 
 class TrackingConfig(Strict):
@@ -142,7 +162,11 @@ class PipelineConfig(Strict):
     targets: list[str] = list(TARGETS)
     target: TargetConfig = TargetConfig()
     eval_splits: list[Literal["validation", "test"]] = ["validation", "test"]
+    # a search's trials (search `finalists`): test work that needs a computation of its own — retrieval's test
+    # corpora, a fine-tune that serves only test-only targets — is left to the finalists (trainables/rungs.py)
+    defer_test: bool = False
     distributed: DistributedConfig = DistributedConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
     # DataLoader processes that collate the next training batches while the model trains; None: 2 on a GPU,
     # 0 on a CPU (where they would compete with training for the same cores)
     data_workers: int | None = Field(None, ge=0)
@@ -251,23 +275,30 @@ def read_preset(ref: str | Path, what: str = "config", kind: str = "pipeline") -
     return where, raw
 
 
-def load_config(path: str | Path | None, overrides: list[str] = ()) -> PipelineConfig:
+def load_config(path: str | Path | None, overrides: list[str] = (), home: Path | None = None) -> PipelineConfig:
     """Read a YAML preset (by path or name; safe_load), apply overrides, validate. Relative paths in it resolve
-    against XSTILTS_HOME (else the working directory); XSTILTS_CACHE sets cache_dir unless an override does."""
+    against `home` (a search: its storage), else XSTILTS_HOME, else the working directory; XSTILTS_CACHE sets
+    cache_dir unless an override does."""
     raw: dict = {}
     where = "config"
     if path is not None:
         where, raw = read_preset(path, "config")
     cfg = validate(apply_overrides(raw, list(overrides)), where)
-    return locate(cfg, explicit_cache=any(o.split("=", 1)[0].strip() == "cache_dir" for o in overrides))
+    return locate(cfg, explicit_cache=any(o.split("=", 1)[0].strip() == "cache_dir" for o in overrides), home=home)
 
 
-def locate(cfg: PipelineConfig, explicit_cache: bool = False) -> PipelineConfig:
-    """Absolute paths: relative ones against XSTILTS_HOME or the working directory; XSTILTS_CACHE for the cache."""
+def locate(cfg: PipelineConfig, explicit_cache: bool = False, home: Path | None = None) -> PipelineConfig:
+    """Absolute paths: relative ones against `home`, else XSTILTS_HOME or the working directory; XSTILTS_CACHE
+    for the cache."""
     import os
 
     from trainables.presets import under_home
 
+    def resolve(path: str | None) -> str | None:
+        if home is None or path is None or "://" in str(path) or Path(path).expanduser().is_absolute():
+            return under_home(path)
+        return str(Path(home) / path)
+
     cache = cfg.cache_dir if explicit_cache or not os.environ.get("XSTILTS_CACHE") else os.environ["XSTILTS_CACHE"]
-    return cfg.model_copy(update={"data_dir": under_home(cfg.data_dir), "cache_dir": under_home(cache),
-                                  "output_dir": under_home(cfg.output_dir)})
+    return cfg.model_copy(update={"data_dir": resolve(cfg.data_dir), "cache_dir": resolve(cache),
+                                  "output_dir": resolve(cfg.output_dir)})

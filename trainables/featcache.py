@@ -4,8 +4,8 @@ Every featurisation of the pipeline goes through `cached(featurize_fn, examples,
 When the examples know where they came from (`Examples.key`: the task, split, language, the content hashes
 of the data files they were read from, any slice or hold-out) and the pipeline has set its cache (`use`), the
 features are a cache entry `features-<key>` (`trainables.cache`: locked, atomic, rebuilt when broken) whose
-key adds the tokenizer's identity (a hash of its full serialisation), the featuriser, its settings and
-FEATURES_VERSION. A second trial on the same data therefore tokenises nothing, and concurrent trials compute
+key adds the tokenizer's identity (a hash of its full serialisation), the featuriser, its settings and the
+code that computes features (`trainables.codever`). A second trial on the same data therefore tokenises nothing, and concurrent trials compute
 an entry once.
 
 Features are stored columnar as .npy files (ragged fields as a flat array plus offsets) and opened with
@@ -24,7 +24,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-FEATURES_VERSION = "1"
+from trainables.codever import code_version
+
 _ROOT: list[Path] = []  # the features cache of this process (set by the pipeline it runs)
 STATS = {"seconds": 0.0, "built": 0, "hits": 0}  # time this process spent getting features, and how
 
@@ -87,7 +88,7 @@ def _cached(fn: Callable, examples: Sequence, tok, max_length: int, settings: di
 
     payload = {"tokenizer": tokenizer_id(tok), "featurizer": fn.__name__, "max_length": max_length,
                "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(settings.items())},
-               "examples": key, "version": FEATURES_VERSION}
+               "examples": key, "code": code_version("features")}
     entry = Cache(_ROOT[0]).entry("features", payload)
     path, _, hit = entry.get_or_build(lambda tmp: FeatureSet.save(fn(examples, tok, max_length, **settings), tmp))
     STATS["hits" if hit else "built"] += 1

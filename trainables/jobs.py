@@ -4,7 +4,7 @@ A job is a small JSON-able dict (the config and paths: every worker loads its ow
 data_dir), so Ray Train can ship it to its workers (search/distributed.py). `run_job(job, hooks)` runs the
 same code as one process does, on this worker's rows of every global batch; `hooks` restore and save sharded
 checkpoints. Rank 0's return value is the job's result: phase 2 a summary (rank 0 also wrote the encoder to
-`job["out"]`), phase 3 the target's {"splits", "notes"}.
+`job["out"]`), phase 3 each target's {"splits", "notes"} (targets that share one fine-tune: `finetune_group`).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from trainables.train import Hooks
 
 
 def run_job(job: dict, hooks: Hooks | None = None):
-    from trainables.phase2 import train_phase2
-    from trainables.pipeline import compute_target, load_target
+    from trainables.phase2 import mixture_sizes, train_phase2
+    from trainables.pipeline import compute_targets, load_target
 
     cfg = validate(job["cfg"], "job config")
     featcache.use(cfg.cache_dir)
@@ -33,12 +33,13 @@ def run_job(job: dict, hooks: Hooks | None = None):
         examples, _ = D.load_mixture(cfg.intermediate.mixture, data_dir)
         ic = cfg.intermediate
         mixture = Mixture(ic.mixture, ic.sampler, ic.temperature, ic.cap)
-        probs = mixture.probabilities({t: len(x) for t, x in examples.items()})
+        probs = mixture.probabilities(mixture_sizes(cfg, tok, examples))
         return train_phase2(cfg, job["base"], tok, examples, mixture, probs, device, data_dir, lambda *a: None,
                             Path(job["out"]), hooks)
     if job["kind"] == "phase3":
-        cfg = update(cfg, {"targets": [job["target"]]}, "job config")
+        names = list(job["targets"])
+        cfg = update(cfg, {"targets": names}, "job config")
         data_dir = Path(cfg.data_dir) if cfg.data_dir else None
-        entry = load_target(job["target"], data_dir)
-        return compute_target(cfg, job["target"], job["encoder"], load_tokenizer(job["encoder"]), entry, hooks)
+        entries = {name: load_target(name, data_dir) for name in names}
+        return compute_targets(cfg, names, job["encoder"], load_tokenizer(job["encoder"]), entries, hooks)
     raise ValueError(f"unknown job kind {job['kind']!r}")

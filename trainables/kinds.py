@@ -21,7 +21,7 @@ from trainables import evaluate as E
 from trainables import features as F
 from trainables import train as T
 from trainables.featcache import cached
-from trainables.model import ClassificationHead, TokenHead
+from trainables.heads import ClassificationHead, TokenHead
 from trainables.tasks import KINDS as KIND_NAMES
 from trainables.tasks import Task
 

@@ -4,7 +4,9 @@ Per language (google-research/xtreme evaluate.py): accuracy (XNLI, PAWS-X, Tatoe
 sequences (PAN-X *and* UDPOS — for POS this is not token accuracy); SQuAD v1.1 EM/F1 (XQuAD, TyDiQA);
 MLQA's language-aware EM/F1; BUCC F1 over mined vs gold pairs. Per task: the mean over languages; QA
 (span_qa) tasks score (EM + F1) / 2. `average` = the unweighted mean of the task scores present;
-`xtreme` = the same, only when all nine targets are scored (evaluate.py reports `all_task` only then).
+`xtreme` = the same, only when all nine targets are scored (evaluate.py reports `all_task` only then), each on
+every language XTREME lists for it (evaluate.py raises FileNotFoundError for a missing one) and on whole test
+sets; otherwise `missing` says what is missing and `describe` calls the number "average of k targets".
 """
 
 from __future__ import annotations
@@ -167,15 +169,46 @@ def task_score(task: str, languages: Mapping[str, Mapping[str, float]]) -> float
     return float(np.mean([m[metric] for m in languages.values()]))
 
 
-def xtreme_score(results: Mapping[str, Mapping[str, Mapping[str, float]]]) -> dict:
-    """`results`: target -> language -> metric -> value. Returns {"xtreme", "average", "tasks", "categories"}.
+def xtreme_score(results: Mapping[str, Mapping[str, Mapping[str, float]]], max_eval_examples: int | None = None,
+                 stand_ins: Mapping[str, Sequence[str]] | None = None) -> dict:
+    """`results`: target -> language -> metric -> value. Returns {"xtreme", "average", "tasks", "categories",
+    "missing"}.
 
     `average` is the unweighted mean of the task scores present ("average of k targets"); `xtreme` is that
-    mean only when all nine targets are scored (XTREME's score), else None. Categories need all their tasks.
+    mean only when it is the number XTREME's evaluate.py would print: all nine targets, each on every language
+    XTREME lists for it (evaluate.py raises FileNotFoundError for a missing language file), on whole test sets
+    (`max_eval_examples` None), with no score resting on a stand-in (`stand_ins`: target -> languages, e.g. BUCC
+    thresholds tuned on gold-only dev pairs). Else `xtreme` is None and `missing` says why: {"targets": [...],
+    "languages": {target: [...]}, "max_eval_examples": n, "stand_ins": {...}} (non-empty keys only; `describe`
+    makes it one line). Categories need all their tasks.
     """
     tasks = {t: task_score(t, langs) for t, langs in results.items() if langs}
     categories = {c: float(np.mean([tasks[t] for t in members])) for c, members in CATEGORIES.items()
                   if all(t in tasks for t in members)}
     average = float(np.mean(list(tasks.values()))) if tasks else None
-    return {"xtreme": average if set(tasks) == set(TARGETS) else None, "average": average, "tasks": tasks,
-            "categories": categories}
+    missing = {"targets": [t for t in TARGETS if t not in tasks],
+               "languages": {t: ls for t in TARGETS if t in tasks
+                             and (ls := [l for l in TASKS[t].languages if l not in results[t]])},
+               "max_eval_examples": max_eval_examples,
+               "stand_ins": {t: list(ls) for t, ls in (stand_ins or {}).items() if ls}}
+    missing = {k: v for k, v in missing.items() if v}
+    return {"xtreme": None if missing else average, "average": average, "tasks": tasks, "categories": categories,
+            "missing": missing or None}
+
+
+def describe(missing: Mapping | None, n_targets: int) -> str:
+    """"XTREME", or "average of k targets" and why it is not XTREME, in one line."""
+    if not missing:
+        return "XTREME"
+    why = []
+    if missing.get("targets"):
+        why.append(f"no {' '.join(missing['targets'])}")
+    if missing.get("languages"):
+        why.append("languages scored: " + ", ".join(  # which ones: `missing["languages"]` in the results JSON
+            f"{t} {len(TASKS[t].languages) - len(ls)} of {len(TASKS[t].languages)}"
+            for t, ls in missing["languages"].items()))
+    if missing.get("max_eval_examples"):
+        why.append(f"target.max_eval_examples={missing['max_eval_examples']} caps the test sets")
+    if missing.get("stand_ins"):
+        why.append("resting on stand-ins: " + "; ".join(f"{t} {' '.join(ls)}" for t, ls in missing["stand_ins"].items()))
+    return f"average of {n_targets} targets (not XTREME: {'; '.join(why)})"

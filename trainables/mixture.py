@@ -1,12 +1,14 @@
 """The mixture of intermediate tasks as a value: weights -> probabilities -> a seeded per-batch task stream.
 
-Samplers (jiant's, `jiant/proj/main/components/task_sampler.py`), with n_i = training examples of task i:
+Samplers (jiant's, `jiant/proj/main/components/task_sampler.py`), with n_i = training features of task i
+(`phase2.mixture_sizes`: a long SQuAD context gives several windows):
   explicit      p_i ∝ w_i^(1/T)                 (the search's weights; T = 1 by default)
   uniform       p_i = 1 / k
   proportional  p_i ∝ n_i
   capped        p_i ∝ min(n_i, cap)
   temperature   p_i ∝ min(n_i, cap)^(1/T)       (T = 1: proportional; T -> inf: uniform)
-Sampling is per step (one task per batch, as jiant does), not a concatenation shuffled once.
+Sampling is per optimiser step (one task per step, its grad_accum micro-batches included, as jiant does), not a
+concatenation shuffled once.
 The empty mixture is the pretrained baseline: phase 2 is skipped.
 """
 

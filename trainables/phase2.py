@@ -9,7 +9,7 @@ The output (encoder `save_pretrained` + tokenizer) is a cache entry `<cache_dir>
 (`trainables.cache`: locked, written atomically with its manifest last, rebuilt when broken). The key covers
 everything that determines it: the base encoder and revision, the mixture's probabilities, every phase-2
 setting, the seed, the contents of the training files (English, translated, MLM corpus), the precision
-(device type) and PHASE2_VERSION.
+(device type) and the phase-2 code itself (`trainables.codever`: its modules' source and library versions).
 """
 
 from __future__ import annotations
@@ -18,18 +18,37 @@ from pathlib import Path
 
 import torch
 
+from trainables import checkpoints
 from trainables import data as D
 from trainables.cache import Cache, entry_id, file_digest
 from trainables.config import loader_workers
-from trainables.distributed import full_state, rows, unwrap, worker, wrap
+from trainables.distributed import full_state, local_rows, shared_loss, unwrap, worker, wrap
 from trainables.featcache import Examples, derived, take
 from trainables.kinds import KINDS, featurize, labels_of
 from trainables.mixture import Mixture
+from trainables.checkpoints import LocalHooks
 from trainables.model import MultiTaskModel, load_encoder
 from trainables.tasks import TASKS
+from trainables.codever import code_version
 from trainables.train import Hooks, epoch_batches, fit, mlm_batches, set_seed, token_loss
 
-PHASE2_VERSION = "2"  # bump when the phase-2 code changes what it produces
+SIZE_SAMPLERS = ("proportional", "capped", "temperature")
+
+
+def mixture_sizes(cfg, tok, examples: dict[str, list]) -> dict[str, int]:
+    """Training-set sizes as jiant counts them for its size-based samplers: features, not examples (a long SQuAD
+    context gives several windows), after `max_train_examples`; for the explicit and uniform samplers, which do not
+    read sizes, the example counts (no featurising needed)."""
+    ic = cfg.intermediate
+    if ic.sampler not in SIZE_SAMPLERS:
+        return {t: len(x) for t, x in examples.items()}
+    out = {}
+    for name, exs in examples.items():
+        task = TASKS[name]
+        labels = labels_of(task, exs)
+        out[name] = len(featurize(task.kind, take(exs, ic.max_train_examples), tok, ic.max_length,
+                                  labels=tuple(labels or ())))
+    return out
 
 
 def encoder_id(path) -> str:
@@ -44,13 +63,15 @@ def mlm_corpus(cfg, data_dir: Path | None) -> Path:
 
 def phase2_payload(cfg, base, probs: dict, data_dir: Path | None, device: torch.device) -> dict:
     ic = cfg.intermediate
-    settings = ic.model_dump(exclude={"mixture", "translated_dir"})
+    # the temperature acts only through the probabilities (keyed themselves): a single-task phase 2 trains the
+    # same at any temperature, and shares its entry
+    settings = ic.model_dump(exclude={"mixture", "translated_dir", "temperature"})
     settings["mlm"]["corpus"] = file_digest(mlm_corpus(cfg, data_dir)) if ic.mlm.weight > 0 else None
     return {"base": encoder_id(base), "revision": cfg.model.revision,
             "probs": {k: round(v, 8) for k, v in probs.items()}, "intermediate": settings, "seed": cfg.seed,
             "data": {t: D.inputs(t, "train", data_dir) for t in sorted(probs)},
             "translated": {t: D.inputs(t, "train", ic.translated_dir) for t in sorted(probs)} if ic.translated_dir else None,
-            "precision": device.type, "version": PHASE2_VERSION}
+            "precision": device.type, "code": code_version("phase2")}
 
 
 def train_intermediate(cfg, base, tok, examples: dict[str, list], mixture: Mixture, device, data_dir, log,
@@ -59,19 +80,23 @@ def train_intermediate(cfg, base, tok, examples: dict[str, list], mixture: Mixtu
     `distributed.workers > 1` the training runs as a job of `launcher` (Ray Train workers)."""
     if mixture.is_empty():
         return base, {"skipped": True, "cache_hit": False}
-    probs = mixture.probabilities({t: len(x) for t, x in examples.items()})
+    probs = mixture.probabilities(mixture_sizes(cfg, tok, examples))
     payload = phase2_payload(cfg, base, probs, data_dir, device)
     payload["distributed"] = cfg.distributed.model_dump(include={"workers", "strategy", "mixed_precision"})
     entry = Cache(cfg.cache_dir).entry("phase2", payload)
+
+    job = f"phase2-{entry.key}"
 
     def build(tmp: Path) -> dict:
         if cfg.distributed.workers > 1:
             return require(launcher)({"kind": "phase2", "cfg": cfg.model_dump(), "base": str(base),
                                       "data_dir": str(data_dir) if data_dir else None, "out": str(tmp),
-                                      "key": f"phase2-{entry.key}"})
-        return train_phase2(cfg, base, tok, examples, mixture, probs, device, data_dir, log, tmp)
+                                      "key": job})
+        return train_phase2(cfg, base, tok, examples, mixture, probs, device, data_dir, log, tmp,
+                            LocalHooks(checkpoints.local_folder(cfg.cache_dir, job), cfg.checkpoint))
 
     path, summary, hit = entry.get_or_build(build)
+    checkpoints.drop(cfg.cache_dir, job)  # the entry holds the result now
     log(f"phase 2: cache hit {path.name}" if hit else f"phase 2: wrote {path.name}")
     return path, {**summary, "cache_hit": hit, "dir": str(path)}
 
@@ -115,22 +140,28 @@ def train_phase2(cfg, base, tok, examples, mixture, probs, device, data_dir, log
         lines = Examples(corpus.read_text(encoding="utf-8").splitlines(), {"mlm_corpus": file_digest(corpus)})
         streams["mlm"] = mlm_batches(tok, lines, ic.batch_size, cfg.seed)
     model = wrap(model, cfg.distributed, device)
-    order = mixture.stream(cfg.seed, {t: len(x) for t, x in examples.items()})
+    # the stream draws with the probabilities the cache key records (size-based samplers: from mixture_sizes)
+    order = (Mixture(probs) if ic.sampler in SIZE_SAMPLERS else mixture).stream(cfg.seed)
     mlm_rng = torch.Generator().manual_seed(cfg.seed)
     counts = {name: 0 for name in streams}
+    current = {"task": None, "left": 0}
 
     def draw():
-        name = "mlm" if ic.mlm.weight > 0 and torch.rand(1, generator=mlm_rng).item() < ic.mlm.weight else next(order)
+        if current["left"] == 0:  # one task per optimiser step, as jiant: its grad_accum micro-batches share it
+            mlm = ic.mlm.weight > 0 and torch.rand(1, generator=mlm_rng).item() < ic.mlm.weight
+            current.update(task="mlm" if mlm else next(order), left=ic.grad_accum)
+        current["left"] -= 1
+        name = current["task"]
         counts[name] += 1
         batch = next(streams[name])
-        return name, {k: v[rows(len(v))].to(device) for k, v in batch.items()}  # this worker's rows
+        return name, local_rows(batch, device)  # this worker's rows
 
     def loss_of(named):
         name, b = named
         logits = model(name, b["input_ids"], b["attention_mask"])
-        return token_loss(logits, b) if name == "mlm" else KINDS[TASKS[name].kind].loss(logits, b)
+        return shared_loss(token_loss if name == "mlm" else KINDS[TASKS[name].kind].loss, logits, b)
 
-    steps = ic.total_steps({t: len(examples[t][: ic.max_train_examples]) for t in probs})
+    steps = ic.total_steps({t: sizes[t] for t in probs})  # jiant's epochs count features
     log(f"phase 2: {steps} steps on {', '.join(f'{t} {p:.2f}' for t, p in probs.items())}")
     stats = fit(model, draw, loss_of, steps, ic.lr, device, ic.grad_accum, progress=cfg.progress, desc="phase 2",
                 hooks=hooks)

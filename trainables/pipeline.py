@@ -10,6 +10,10 @@ All data is loaded before any training, so a missing source fails in seconds, no
 order (validation targets first, fine-tuned before retrieval), each read from or written to the phase-3 cache; `.results()` is the results
 JSON. Callers decide what to do per target: `run_pipeline` logs it, the search's adapter turns it into a
 rung. A restarted run recomputes nothing: phases 2 and 3 come back from the cache.
+A phase-3 entry keeps, beside its metrics, the test split's per-example predictions the evaluators scored
+(`PREDICTIONS`); `Pipeline(cfg, predictions=True)` recomputes a target whose entry predates them, and
+`write_predictions(DIR)` (`xstilts run ... --predictions DIR`) writes XTREME's submission layout
+(`trainables.predictions`).
 
 Run:  python -m trainables run configs/pipeline/toy.yaml --json out.json
 """
@@ -24,24 +28,29 @@ from typing import Callable, Iterable, Iterator
 
 import torch
 
+from trainables import checkpoints
 from trainables import data as D
 from trainables import names
-from trainables.cache import Cache, Entry
+from trainables.cache import Cache, Entry, entry_id
+from trainables.checkpoints import LocalHooks
 from trainables.config import PipelineConfig, loader_workers
 from trainables.errors import XstiltsError
 from trainables.kinds import KINDS, featurize, labels_of
-from trainables.metrics import primary, task_score, xtreme_score
+from trainables.metrics import describe, primary, task_score, xtreme_score
 from trainables.mixture import Mixture
-from trainables.model import MultiTaskModel, load_encoder, load_tokenizer, toy_model
-from trainables.distributed import device_for, rows, wrap
+from trainables.model import MultiTaskModel, load_encoder, load_tokenizer
+from trainables.toymodel import toy_model
+from trainables.distributed import device_for, local_rows, rank0_says, shared_loss, wrap
 from trainables import featcache
 from trainables.featcache import derived, take
-from trainables.phase2 import encoder_id, require, train_intermediate
+from trainables.phase2 import encoder_id, mixture_sizes, require, train_intermediate
+from trainables.predictions import PREDICTIONS, load_records, save_records, write_submission
+from trainables.rungs import finetune_group, run_targets, target_splits
 from trainables.tasks import INTERMEDIATE, TASKS, Task
 from trainables.tracking import NullTracker, Tracker, log_summary
 from trainables.train import Hooks, epoch_batches, fit, pick_device, set_seed
+from trainables.codever import code_version
 
-PHASE3_VERSION = "2"  # bump when phase-3 training or evaluation changes what it produces
 Mapper = Callable[[Callable, list[tuple]], Iterable]  # (fn, argument tuples) -> results in the same order
 
 
@@ -56,8 +65,7 @@ class TargetResult:
     seconds: float
 
 
-HOLDOUT_EVERY = 10  # "holdout" selection: every 10th English training example is held out (at most 500 used)
-SELECTION_SIZE = 500  # jiant validates on a 500-example subset of the English dev set
+HOLDOUT_EVERY = 10  # "holdout" selection: every 10th English training example is held out
 
 
 def load_all(cfg: PipelineConfig, data_dir: Path | None) -> dict:
@@ -91,9 +99,8 @@ def selection_split(task: Task, train: list[dict], data_dir: Path | None) -> tup
         key = getattr(train, "key", None)
         held = [ex for n, ex in enumerate(train) if n % HOLDOUT_EVERY == HOLDOUT_EVERY - 1]
         kept = [ex for n, ex in enumerate(train) if n % HOLDOUT_EVERY != HOLDOUT_EVERY - 1]
-        return (derived(kept, key, {"holdout": "kept"}),
-                take(derived(held, key, {"holdout": "held"}), SELECTION_SIZE))
-    return train, take(D.load_split(source, "validation", data_dir, languages=["en"]).get("en", []), SELECTION_SIZE)
+        return derived(kept, key, {"holdout": "kept"}), derived(held, key, {"holdout": "held"})
+    return train, D.load_split(source, "validation", data_dir, languages=["en"]).get("en", [])
 
 
 def selection_inputs(task: Task, data_dir: Path | None) -> list:
@@ -126,14 +133,20 @@ def base_model(cfg: PipelineConfig, data_dir: Path | None, log=print) -> Path | 
 
 
 def finetune_target(cfg, task: Task, encoder_dir, tok, entry: dict, device, seed: int, hooks: Hooks | None = None):
-    """Phase 3 training: a fresh head on the English training set, one linear schedule over all epochs (jiant);
-    at each epoch's end the model is scored on the task's English selection examples (`selection_split`) and
-    the best epoch is kept. Runs on one process or as one of several workers (DDP/FSDP2)."""
+    """Phase 3 training: a fresh head on the English training set, one linear schedule over all epochs (jiant).
+    Model selection as jiant's runner (`target.selection`): every `every_steps` optimiser steps and after the
+    last, the model is scored on the first `subset` of the task's English selection examples (`selection_split`,
+    never a split reported as test); the best is kept, and `patience` validations without improvement stop the
+    run early. Returns (model with the best weights, what selection did); its head serves every target of
+    `finetune_group`. Runs on one process or as one of several workers (DDP/FSDP2)."""
     t = cfg.target
     kind = KINDS[task.kind]
-    set_seed(seed + sum(map(ord, task.name)))  # each target's run is reproducible on its own (and cacheable)
+    group = finetune_group(cfg, task.name)
+    head = group[0]  # the group's first target names the seed and the head, and selects (its metric)
+    task = TASKS[head]
+    set_seed(seed + sum(map(ord, head)))  # each fine-tune is reproducible on its own (and cacheable)
     model = MultiTaskModel(load_encoder(encoder_dir))
-    model.add_head(task.name, task.kind, len(entry["labels"] or ()))
+    model.add_head(head, task.kind, len(entry["labels"] or ()), serves=group[1:])
     model = wrap(model, cfg.distributed, device)
     examples = take(entry["train"], t.max_train_examples)
     feats = featurize(task.kind, examples, tok, t.qa_max_length if kind.qa else t.max_length,
@@ -142,27 +155,38 @@ def finetune_target(cfg, task: Task, encoder_dir, tok, entry: dict, device, seed
     epochs = t.epochs.get(task.name, task.epochs)
     per_epoch = max(1, math.ceil(len(feats) / (batch_size * t.grad_accum)))
     total = max(1, round(per_epoch * epochs))
-    epoch_ends = {min(total, per_epoch * (e + 1)) for e in range(math.ceil(epochs))}
     batches = epoch_batches(feats, batch_size, tok.pad_token_id, seed, loader_workers(cfg, device))
 
     def draw():
         batch = next(batches)
-        return {k: v[rows(len(v))].to(device) for k, v in batch.items()}  # this worker's rows
+        return local_rows(batch, device)  # this worker's rows
 
-    dev = entry["selection"]  # zero-shot model selection: English examples, never a split reported as test
-    best: dict = {"score": -1.0}
+    sel = t.selection
+    dev = take(entry["selection"], sel.subset)  # zero-shot model selection: English, never a split reported as test
+    # the selection state, saved with checkpoints: best score and step, validations since the best, all scores
+    best: dict = {"score": -1.0, "best_step": 0, "since": 0, "history": []}
 
-    def on_step(step: int) -> None:
-        if step in epoch_ends and dev:
-            score = primary(evaluate_one(model, task, dev, tok, cfg, device, entry["labels"], "en"))
-            if score > best["score"]:
-                best.update(score=score, state={k: v.detach().clone() for k, v in model.state_dict().items()})
+    def on_step(step: int) -> bool:
+        """Validate when due; True: stop early (every worker gets the same scores, so decides the same)."""
+        if not dev or (step % sel.every_steps and step != total):
+            return False
+        score = primary(evaluate_one(model, task, dev, tok, cfg, device, entry["labels"], "en"))
+        best.update(since=best["since"] + 1, history=[*best["history"], [step, score]])
+        if score > best["score"]:  # strictly better, as jiant
+            best.update(score=score, best_step=step, since=0,
+                        state={k: v.detach().clone() for k, v in model.state_dict().items()})
+        # jiant stops once `patience` validations passed without improvement (right after one: nothing
+        # changed since, so its last validation at the stop is the one just made)
+        return rank0_says(bool(sel.patience) and best["since"] >= sel.patience and step != total)
 
-    fit(model, draw, lambda b: kind.loss(model(task.name, b["input_ids"], b["attention_mask"]), b), total, t.lr,
-        device, t.grad_accum, progress=cfg.progress, desc=task.name, hooks=hooks, on_step=on_step, extra=best)
+    ran = fit(model, draw, lambda b: shared_loss(kind.loss, model(head, b["input_ids"], b["attention_mask"]), b),
+              total, t.lr, device, t.grad_accum, progress=cfg.progress, desc=task.name, hooks=hooks, on_step=on_step,
+              extra=best)
     if best.get("state") is not None:
         model.load_state_dict(best["state"])
-    return model
+    note = {"best_step": best["best_step"], "steps": ran["steps"], "planned_steps": total, "subset": len(dev),
+            "history": best["history"]}  # [step, English selection score] per validation
+    return model, note
 
 
 def evaluate_one(model, task: Task, examples, tok, cfg, device, labels, lang, **kw) -> dict:
@@ -173,13 +197,16 @@ def evaluate_one(model, task: Task, examples, tok, cfg, device, labels, lang, **
 def evaluate_target(cfg, task: Task, model, tok, entry: dict, device) -> dict:
     """{"splits": split -> lang -> metric -> value, "notes": {...}} for the splits the target has (XQuAD, TyDiQA
     and Tatoeba: test only). Bitext mining (BUCC) tunes its threshold on validation and applies it to test;
-    `notes["threshold_from"]` says per language where each test threshold came from."""
+    `notes["threshold_from"]` says per language where each test threshold came from. `predictions`: lang -> what
+    was scored on test, as the evaluator handed it back (`trainables.evaluate`, `record=`): what phase 3 stores
+    in the target's cache entry for `trainables.predictions`."""
     mining = task.kind == "retrieval" and task.metric == "f1"
     splits: dict[str, dict] = {"validation": {}, "test": {}}
-    thresholds, origins, notes = {}, {}, {}
+    thresholds, origins, notes, records = {}, {}, {}, {}
     cap = cfg.target.max_eval_examples
+    wanted = target_splits(cfg, task.name)
     for split in ("validation", "test"):
-        if split not in cfg.eval_splits and not (split == "validation" and mining):
+        if split not in wanted and not (split == "validation" and mining):
             continue
         for lang, examples in entry[split].items():
             kw = {}
@@ -190,6 +217,8 @@ def evaluate_target(cfg, task: Task, model, tok, entry: dict, device) -> dict:
                     kw["threshold"] = thresholds.get(lang)  # None (no dev): tuned on test itself, noted
             else:
                 examples = take(examples, cap)
+            if split == "test":
+                kw["record"] = records.setdefault(lang, {})
             values = evaluate_one(model, task, examples, tok, cfg, device, entry.get("labels"), lang, **kw)
             if mining:
                 threshold, origin = values.pop("threshold"), values.pop("threshold_from")
@@ -198,17 +227,18 @@ def evaluate_target(cfg, task: Task, model, tok, entry: dict, device) -> dict:
                 else:
                     notes.setdefault("threshold_from", {})[lang] = origins.get(lang, "test itself (no dev data)")
             splits[split][lang] = values
-    return {"splits": {s: v for s, v in splits.items() if s in cfg.eval_splits and v}, "notes": notes}
+    return {"splits": {s: v for s, v in splits.items() if s in wanted and v}, "notes": notes,
+            "predictions": records}
 
 
 def phase3_entry(cfg, name: str, encoder_dir, data_dir: Path | None, device) -> Entry:
     """The cache entry of one target's results. Its key: the encoder (a cache entry's own key), the target
-    settings, the seed, the evaluation splits, the retrieval layer, the data the target reads (its training
+    settings, the seed, the splits it evaluates (`target_splits`), the retrieval layer, the data the target reads (its training
     task's English training set and its evaluation splits), the precision (device type) and the version."""
     task = TASKS[name]
     payload = {"target": name, "encoder": encoder_id(encoder_dir), "revision": cfg.model.revision,
-               "settings": cfg.target.model_dump(), "seed": cfg.seed, "splits": cfg.eval_splits,
-               "layer": cfg.model.retrieval_layer, "precision": device.type, "version": PHASE3_VERSION,
+               "settings": cfg.target.model_dump(), "seed": cfg.seed, "splits": target_splits(cfg, name),
+               "layer": cfg.model.retrieval_layer, "precision": device.type, "code": code_version("phase3"),
                "distributed": cfg.distributed.model_dump(include={"workers", "strategy", "mixed_precision"}),
                "data": {s: D.inputs(task, s, data_dir) for s in ("train", "validation", "test")
                         if s != "train" or KINDS[task.kind].head is not None},
@@ -216,31 +246,76 @@ def phase3_entry(cfg, name: str, encoder_dir, data_dir: Path | None, device) -> 
     return Cache(cfg.cache_dir).entry("phase3", payload)
 
 
-def phase3_job(cfg, name: str, encoder_dir, tok, entry: dict, cache_entry: Entry, launcher=None) -> tuple[dict, bool]:
-    """Phase 3 for one target through its cache entry; self-contained, so it can run in another process (the
-    search fans targets out over a placement group) or, with `distributed.workers > 1`, as a job of
-    `launcher` (Ray Train workers). Returns ({"splits", "notes"}, cache hit)."""
-    def build(_tmp):
+def stored(tmp: Path, results: dict) -> dict:
+    """A target's results as its phase-3 entry keeps them: the test split's predictions in a file (`PREDICTIONS`),
+    the metrics and notes in the manifest (what a cache hit returns)."""
+    save_records(Path(tmp) / PREDICTIONS, results.get("predictions") or {})
+    return {k: v for k, v in results.items() if k != "predictions"}
+
+
+def has_predictions(path: Path) -> bool:
+    """Whether a phase-3 entry holds its test predictions (entries written before they were kept do not: with
+    `predictions` asked for, those are recomputed, under the same key; otherwise they stay cache hits)."""
+    return (Path(path) / PREDICTIONS).is_file()
+
+
+def check_predictions(cfg: PipelineConfig) -> None:
+    """Test predictions need the test split evaluated (checked before anything runs)."""
+    if "test" not in cfg.eval_splits:
+        raise XstiltsError("predictions are written for the test split, which eval_splits leaves out",
+                           "add test to eval_splits (eval_splits=[validation,test])")
+
+
+def phase3_job(cfg, names: list[str], encoder_dir, tok, entries: dict[str, dict], cache_entries: dict[str, Entry],
+               launcher=None, predictions: bool = False) -> dict[str, tuple[dict, bool]]:
+    """Phase 3 for targets that share one fine-tune (`finetune_group`; most often one target), each through its
+    own cache entry; self-contained, so it can run in another process (the search fans targets out over a
+    placement group) or, with `distributed.workers > 1`, as a job of `launcher` (Ray Train workers). The
+    fine-tune runs once, when the first entry that is not in the cache is built. Returns name -> ({"splits",
+    "notes"}, cache hit). `predictions`: an entry without its test predictions is no hit (`has_predictions`)."""
+    job = f"phase3-{cache_entries[names[0]].key}"
+    computed: dict[str, dict] = {}
+
+    def compute() -> dict[str, dict]:
         if cfg.distributed.workers > 1:
-            return require(launcher)({"kind": "phase3", "cfg": cfg.model_dump(), "target": name,
-                                      "encoder": str(encoder_dir), "key": f"phase3-{cache_entry.key}"})
-        return compute_target(cfg, name, encoder_dir, tok, entry)
+            return require(launcher)({"kind": "phase3", "cfg": cfg.model_dump(), "targets": list(names),
+                                      "encoder": str(encoder_dir), "key": job})
+        return compute_targets(cfg, names, encoder_dir, tok, entries,
+                               LocalHooks(checkpoints.local_folder(cfg.cache_dir, job), cfg.checkpoint))
 
-    _, results, hit = cache_entry.get_or_build(build)
-    return results, hit
+    def build(name):
+        def into(tmp):
+            if not computed:
+                computed.update(compute())
+            return stored(tmp, computed[name])
+        return into
+
+    out = {}
+    for name in names:
+        _, results, hit = cache_entries[name].get_or_build(build(name), has_predictions if predictions else None)
+        out[name] = (results, hit)
+    checkpoints.drop(cfg.cache_dir, job)  # the entries hold the results now
+    return out
 
 
-def compute_target(cfg, name: str, encoder_dir, tok, entry: dict, hooks: Hooks | None = None,
-                   model=None) -> dict:
-    """One target's results on this worker: fine-tune (unless retrieval, which embeds with `model` or the
-    encoder directly), then evaluate."""
+def compute_targets(cfg, names: list[str], encoder_dir, tok, entries: dict[str, dict], hooks: Hooks | None = None,
+                    model=None) -> dict[str, dict]:
+    """Targets' results on this worker: one fine-tune for all of them (they share it: `finetune_group`) unless
+    they are retrieval (one target, which embeds with `model` or the encoder directly), then each evaluated."""
     device = device_for(cfg.device)
-    task = TASKS[name]
+    task = TASKS[names[0]]
+    selection = None
     if KINDS[task.kind].head is not None:
-        model = finetune_target(cfg, task, encoder_dir, tok, entry, device, cfg.seed, hooks)
+        assert set(names) <= set(finetune_group(cfg, names[0])), names
+        model, selection = finetune_target(cfg, task, encoder_dir, tok, entries[names[0]], device, cfg.seed, hooks)
     elif model is None:
         model = wrap(MultiTaskModel(load_encoder(encoder_dir)), cfg.distributed, device)
-    return evaluate_target(cfg, task, model, tok, entry, device)
+    out = {}
+    for name in names:
+        out[name] = evaluate_target(cfg, TASKS[name], model, tok, entries[name], device)
+        if selection:
+            out[name]["notes"]["selection"] = selection
+    return out
 
 
 def sequential(fn: Callable, calls: list[tuple]) -> Iterator:
@@ -254,8 +329,14 @@ def sequential(fn: Callable, calls: list[tuple]) -> Iterator:
 class Pipeline:
     """One configuration's three phases. `prepare()` (phases 1-2), then iterate `targets()`."""
 
-    def __init__(self, cfg: PipelineConfig, log=print, launcher=None):
+    def __init__(self, cfg: PipelineConfig, log=print, launcher=None, predictions: bool = False,
+                 encoder: Path | None = None):
         self.cfg, self.log, self.launcher = cfg, log, launcher  # launcher: runs jobs on several workers
+        self.encoder = encoder  # a phase-2 encoder folder to use instead of running phase 2 (search/export.py)
+        if predictions:
+            check_predictions(cfg)
+        self.predictions = predictions  # every target's phase-3 entry must hold its test predictions
+        self.prediction_files: dict[str, Path] = {}  # target -> its entry's PREDICTIONS file
         featcache.use(cfg.cache_dir)  # tokenised features are cached beside phases 2 and 3
         self.device = pick_device(cfg.device)
         if cfg.threads and self.device.type == "cpu":
@@ -282,28 +363,32 @@ class Pipeline:
         self.tok = load_tokenizer(self.base, cfg.model.revision)
         ic = cfg.intermediate
         mixture = Mixture(ic.mixture, ic.sampler, ic.temperature, ic.cap)
-        self.probabilities = mixture.probabilities({t: len(x) for t, x in self._data["intermediate"].items()})
+        self.probabilities = mixture.probabilities(mixture_sizes(cfg, self.tok, self._data["intermediate"]))
         t1 = time.time()
-        self.encoder_dir, self.phase2 = train_intermediate(cfg, self.base, self.tok, self._data["intermediate"],
-                                                           mixture, self.device, self.data_dir, self.log,
-                                                           self.launcher)
+        if self.encoder is not None:  # a phase-2 encoder given as is (export: the one a search trial trained)
+            self.encoder_dir, self.phase2 = Path(self.encoder), {"cache_hit": True, "dir": str(self.encoder)}
+        else:
+            self.encoder_dir, self.phase2 = train_intermediate(cfg, self.base, self.tok, self._data["intermediate"],
+                                                               mixture, self.device, self.data_dir, self.log,
+                                                               self.launcher)
         if self._data["deduplicated"]:
             self.phase2["deduplicated"] = self._data["deduplicated"]
         self.timing.update({"phase1_and_data_s": t1 - started, "phase2_s": time.time() - t1})
         return self
 
+    def cache_entries(self) -> list[str]:
+        """The cache entries (`<kind>-<key>`) this configuration uses: its base encoder when it is one (the toy
+        model), its phase-2 encoder, and each target's phase-3 results (`xstilts cache prune` keeps what the best
+        trials of named searches use)."""
+        self.prepare()
+        out = {entry_id(self.base), entry_id(self.encoder_dir)} - {None}
+        out |= {f"phase3-{phase3_entry(self.cfg, n, self.encoder_dir, self.data_dir, self.device).key}"
+                for n in self.order}
+        return sorted(out)
+
     @property
     def order(self) -> list[str]:
-        """Rung order: the targets that count in the validation average first — fine-tuned ones, then retrieval
-        (BUCC) —, targets with only a test split (Tatoeba, XQuAD, TyDiQA) last. Retrieval is cheap but a poor
-        first rung: it scores the phase-2 encoder untouched, and intermediate training that disturbs it may still
-        win on every fine-tuned target (on a toy grid with lr up to 1e-3, TPE + ASHA with BUCC as the first rung
-        found the best mixture in 1 of 50 seeds; with XNLI first in 47 of 50: benchmarks/search_efficiency.py)."""
-        def rank(t: str) -> tuple[bool, bool]:
-            trained = KINDS[TASKS[t].kind].head is not None
-            return (not TASKS[t].has_validation, not trained if TASKS[t].has_validation else trained)
-
-        return sorted(self.cfg.targets, key=rank)
+        return run_targets(self.cfg)
 
     def params(self) -> dict:
         """What identifies this run in a tracker: settings, and the mixture probabilities it trains with."""
@@ -319,10 +404,16 @@ class Pipeline:
         self.prepare()
         cfg, data = self.cfg, self._data["targets"]
         entries = {n: phase3_entry(cfg, n, self.encoder_dir, self.data_dir, self.device) for n in self.order}
-        cached = {n: e.get() for n, e in entries.items()}
-        trained = [n for n in self.order if cached[n] is None and KINDS[TASKS[n].kind].head is not None]
+        accept = has_predictions if self.predictions else None
+        cached = {n: e.get() if accept is None or accept(e.path) else None for n, e in entries.items()}
+        groups: list[list[str]] = []  # targets to compute, by shared fine-tune, in the order of their first
+        for n in (n for n in self.order if cached[n] is None and KINDS[TASKS[n].kind].head is not None):
+            same = next((g for g in groups if n in finetune_group(cfg, g[0])), None)
+            same.append(n) if same is not None else groups.append([n])
         launched = iter((mapper or sequential)(
-            phase3_job, [(cfg, n, self.encoder_dir, self.tok, data[n], entries[n], self.launcher) for n in trained]))
+            phase3_job, [(cfg, g, self.encoder_dir, self.tok, {n: data[n] for n in g}, {n: entries[n] for n in g},
+                          self.launcher, self.predictions) for g in groups]))
+        computed: dict[str, tuple[dict, bool]] = {}
         retrieval_model, t0 = None, time.time()
         for name in self.order:
             task = TASKS[name]
@@ -333,24 +424,39 @@ class Pipeline:
                 if retrieval_model is None:
                     retrieval_model = MultiTaskModel(load_encoder(self.encoder_dir)).to(self.device)
                 _, results, hit = entries[name].get_or_build(
-                    lambda _tmp: compute_target(cfg, name, self.encoder_dir, self.tok, data[name], model=retrieval_model))
+                    lambda tmp: stored(tmp, compute_targets(cfg, [name], self.encoder_dir, self.tok, {name: data[name]},
+                                                            model=retrieval_model)[name]), accept)
             elif KINDS[task.kind].head is None:  # retrieval, sharded over the workers
-                results, hit = phase3_job(cfg, name, self.encoder_dir, self.tok, data[name], entries[name],
-                                          self.launcher)
+                results, hit = phase3_job(cfg, [name], self.encoder_dir, self.tok, {name: data[name]},
+                                          {name: entries[name]}, self.launcher, self.predictions)[name]
             else:
-                results, hit = next(launched)
+                while name not in computed:  # its group is the next one launched (groups come in rung order)
+                    computed.update(next(launched))
+                results, hit = computed[name]
             self.per_target[name], self.notes[name] = results["splits"], results["notes"]
+            if self.predictions:
+                self.prediction_files[name] = entries[name].path / PREDICTIONS
             self.cache_hits += hit
             seconds, t0 = time.time() - t0, time.time()
             self.timing[f"target/{name}_s"] = seconds
             yield TargetResult(name, results["splits"], results["notes"], hit, seconds)
+
+    def write_predictions(self, out: Path) -> list[Path]:
+        """The test predictions and gold of the targets computed so far in XTREME's submission layout under `out`
+        (`trainables.predictions`), read from their phase-3 entries; needs `Pipeline(..., predictions=True)`."""
+        if not self.predictions:
+            raise ValueError("Pipeline(..., predictions=True) keeps the entries' predictions")
+        records = {name: load_records(path) for name, path in self.prediction_files.items()}
+        for name, langs in records.items():
+            assert set(langs) == set(self.per_target[name].get("test", {})), (name, "predictions cover what was scored")
+        return write_submission(Path(out), records)
 
     def english_train(self, name: str) -> list:
         """A target's English training examples (what phase 3 fine-tunes on), after the selection split."""
         return self.prepare()._data["targets"][name]["train"]
 
     def summary(self, split: str) -> dict:
-        return summarise(self.per_target, split, self.notes)
+        return summarise(self.per_target, split, self.notes, self.cfg.target.max_eval_examples)
 
     def results(self) -> dict:
         """The results JSON (DESIGN.md) of the targets computed so far."""
@@ -364,23 +470,32 @@ class Pipeline:
                 "phase3_cache_hits": self.cache_hits}
 
 
-def summarise(per_target: dict[str, dict], split: str, notes: dict | None = None) -> dict:
-    """{"targets": {t: {"languages", "score", "notes"?}}, "average", "xtreme", "categories", "n_targets"} of one
-    split (targets without that split are absent: XQuAD, TyDiQA and Tatoeba have no validation split)."""
+def summarise(per_target: dict[str, dict], split: str, notes: dict | None = None,
+              max_eval_examples: int | None = None) -> dict:
+    """{"targets": {t: {"languages", "score", "notes"?}}, "average", "xtreme", "score_name", "missing",
+    "categories", "n_targets"} of one split (targets without that split are absent: XQuAD, TyDiQA and Tatoeba have
+    no validation split). `xtreme` only for what XTREME would print (`metrics.xtreme_score`: nine targets, every
+    language, whole test sets — `max_eval_examples` caps them — and no BUCC threshold from gold-only dev pairs);
+    else `score_name` says "average of k targets (not XTREME: ...)" and `missing` lists what is missing."""
     results = {t: v[split] for t, v in per_target.items() if split in v}
-    scored = xtreme_score(results)
+    stand_ins = {t: [lang for lang, origin in (notes or {}).get(t, {}).get("threshold_from", {}).items()
+                     if "gold-only" in str(origin)] for t in results} if split == "test" else {}
+    scored = xtreme_score(results, max_eval_examples, stand_ins)
     targets = {t: {"languages": langs, "score": task_score(t, langs)} for t, langs in results.items()}
     for t in targets:
         if split == "test" and (notes or {}).get(t):
             targets[t]["notes"] = notes[t]
     return {"targets": targets, "average": scored["average"], "xtreme": scored["xtreme"],
+            "score_name": describe(scored["missing"], len(results)), "missing": scored["missing"],
             "categories": scored["categories"], "n_targets": len(results)}
 
 
-def run_pipeline(cfg: PipelineConfig, tracker: Tracker | None = None, log=print, launcher=None) -> dict:
-    """Phases 1-3 for one configuration; logs each target as a step to `tracker`; returns the results JSON."""
+def run_pipeline(cfg: PipelineConfig, tracker: Tracker | None = None, log=print, launcher=None,
+                 predictions: Path | str | None = None) -> dict:
+    """Phases 1-3 for one configuration; logs each target as a step to `tracker`; returns the results JSON.
+    `predictions`: a folder for the test predictions in XTREME's submission layout (`trainables.predictions`)."""
     tracker = tracker or NullTracker()
-    pipe = Pipeline(cfg, log, launcher).prepare()
+    pipe = Pipeline(cfg, log, launcher, predictions=predictions is not None).prepare()
     tracker.log_params(pipe.params())
     tracker.set_tags({"cache_hit": str(pipe.phase2.get("cache_hit", False)).lower()})
     for rung, result in enumerate(pipe.targets(), start=1):
@@ -388,6 +503,10 @@ def run_pipeline(cfg: PipelineConfig, tracker: Tracker | None = None, log=print,
             log_summary(tracker, pipe.summary(split), split, step=rung)
         log(f"  {result.name:10s} " + "  ".join(f"{s}: {task_score(result.name, v):.1f}"
                                                   for s, v in result.splits.items()))
+    if predictions is not None:
+        files = pipe.write_predictions(Path(predictions))
+        log(f"test predictions of {len(pipe.prediction_files)} targets in XTREME's submission layout: "
+            f"{Path(predictions).resolve()} (predictions/, labels/, predictions.zip; {len(files)} files)")
     results = pipe.results()
     tracker.log_metrics({"time/total_s": results["timing"]["total_s"], "phase3_cache_hits": pipe.cache_hits})
     tracker.log_dict(results, "results.json")

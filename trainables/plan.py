@@ -8,8 +8,9 @@ Memory of full fine-tuning with AdamW, per GPU (P parameters, N workers):
              bf16 autocast without fsdp: its cached bf16 copies of the weights, 2 P
   activations per micro-batch (b rows of s tokens, h hidden, L layers): L x s b h x c bytes; on GPUs c = 34 in
              bf16 with fused attention (Korthikanti et al. 2022), 68 in fp32; on CPUs c = 190 in fp32, measured
-             here with PyTorch's CPU allocator (5 shapes within 11 % of peak RSS: tests/test_plan.py). With
-             activation checkpointing only each layer's input is kept (s b h x c / 17 per layer) plus one layer
+             here with PyTorch's CPU allocator (5 shapes within 11 % of peak RSS measured alone; tests/test_plan.py
+             checks two within 25 %). With activation checkpointing only each layer's input is kept (s b h x c / 17 per
+             layer) plus one layer
   overhead   GPUs: CUDA context and allocator slack, 1.5 GB and 10 % of the rest; CPUs: the process's own
              resident memory before the model, which the caller measures
 The global batch (`batch_size x grad_accum`, as one process would train) is split over the workers: each worker

@@ -63,7 +63,7 @@ def check_data(cfg, extra_tasks: tuple[str, ...] = ()) -> None:
 
 
 def _check_inputs(task: str, split: str, data_dir: Path | None) -> None:
-    for entry in D.inputs(task, split, data_dir):
+    for entry in D.inputs(task, split, data_dir, pin=False):
         if entry[0] == "hub" and D.offline():
             _, hub_id, config, hub_split, _ = entry
             raise XstiltsError(f"{task}: {hub_id}/{config}/{hub_split} is not under {data_dir or '(no data_dir)'} "
@@ -71,7 +71,7 @@ def _check_inputs(task: str, split: str, data_dir: Path | None) -> None:
                                f"Hub is reachable, or unset HF_HUB_OFFLINE/HF_DATASETS_OFFLINE")
     owner = training_task(TASKS[task]) if split == "train" else TASKS[task]
     for s in owner.sources:  # licensed data (CCGbank): local files only, no Hub and no fallback
-        if s.local_only and not s.raw and split in s.splits and not any(e[0] == "file" for e in D.inputs(task, split, data_dir)):
+        if s.local_only and not s.raw and split in s.splits and not any(e[0] == "file" for e in D.inputs(task, split, data_dir, pin=False)):
             raise XstiltsError(f"{task}: no local files under {data_dir}", s.local_only)
 
 

@@ -116,7 +116,18 @@ def _bucc_pairs(task: Task, rows: list[dict]) -> list[dict]:
 def _bucc_corpus(task: Task, rows: list[dict]) -> list[dict]:
     # mteb/BUCC: one row per language pair with the full corpora; gold indices are 1-based.
     return [{"sources": [s.strip() for s in r["sentence1"]], "targets": [s.strip() for s in r["sentence2"]],
-             "gold": [[int(i) - 1, int(j) - 1] for i, j in r["gold"]]} for r in rows]
+             "gold": [[int(i) - 1, int(j) - 1] for i, j in r["gold"]], "origin": "mteb/BUCC"} for r in rows]
+
+
+def without_distractors(corpus: dict) -> str | None:
+    """Which side of a mining corpus holds nothing but gold-aligned sentences ("sources": the non-English side,
+    "targets": English), or None when both sides have distractors, as BUCC's corpora do (de-en training: 9,580
+    gold pairs among ~414k x ~400k sentences). Mining among gold-aligned sentences is another, easier task."""
+    for side, column in (("sources", 0), ("targets", 1)):
+        aligned = {corpus[side][pair[column]] for pair in corpus["gold"]}
+        if not set(corpus[side]) - aligned:
+            return side
+    return None
 
 
 def raw_bucc_files(folder: Path, config: str, split: str) -> tuple[Path, Path, Path]:
@@ -137,7 +148,7 @@ def read_bucc_raw(folder: Path, config: str, split: str) -> list[dict]:
             raise XstiltsError(f"malformed {path}: every line must be two tab-separated fields — re-extract the "
                                f"official bucc2018-{config}.{split}-gold.tar.bz2")
     return [{"ids1": [r[0] for r in src], "sentences1": [r[1] for r in src], "ids2": [r[0] for r in trg],
-             "sentences2": [r[1] for r in trg], "gold": gold}]
+             "sentences2": [r[1] for r in trg], "gold": gold, "split": split}]
 
 
 def _bucc_raw(task: Task, rows: list[dict]) -> list[dict]:
@@ -147,7 +158,8 @@ def _bucc_raw(task: Task, rows: list[dict]) -> list[dict]:
         trg = {tid: j for j, tid in enumerate(r["ids2"])}
         gold = [[src[s], trg[t]] for s, t in r["gold"] if s in src and t in trg]
         out.append({"sources": [x.strip() for x in r["sentences1"]], "targets": [x.strip() for x in r["sentences2"]],
-                    "gold": gold, "origin": "sample corpora"})
+                    "gold": gold, "origin": f"{r.get('split', 'sample')} corpora",  # sample (dev) / training (test)
+                    "source_ids": list(r["ids1"]), "target_ids": list(r["ids2"])})  # for predictions files
     return out
 
 

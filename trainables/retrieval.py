@@ -54,16 +54,31 @@ def knn(queries: np.ndarray, base: np.ndarray, k: int, device: str | torch.devic
     return sims, inds
 
 
+def tatoeba_predictions(source_emb: np.ndarray, target_emb: np.ndarray, gold: Sequence[Sequence[int]] | None = None,
+                        device="cpu") -> list[int]:
+    """For each gold pair (i, j), the index of the source nearest to English query (target) j: xtreme's
+    `similarity_search` output, one predicted index per query. Default gold: row i of each side."""
+    gold = [(i, i) for i in range(len(target_emb))] if gold is None else [tuple(g) for g in gold]
+    if not gold:
+        return []
+    queries = normalise(target_emb)[[j for _, j in gold]]
+    _, nearest = knn(queries, normalise(source_emb), 1, device)
+    return [int(i) for i in nearest[:, 0]]
+
+
+def tatoeba_score(predicted: Sequence[int], gold: Sequence[Sequence[int]]) -> float:
+    """Top-1 accuracy (percent) of predicted source indices against the gold pairs' sources."""
+    if len(gold) == 0:
+        return 0.0
+    return 100.0 * float(np.mean(np.array(predicted) == np.array([g[0] for g in gold])))
+
+
 def tatoeba_accuracy(source_emb: np.ndarray, target_emb: np.ndarray, gold: Sequence[Sequence[int]] | None = None,
                      device="cpu") -> float:
     """Top-1 accuracy of English queries (targets) over the indexed non-English sentences (sources): for each
     gold pair (i, j), the nearest source of target j must be i. Default gold: row i of each side."""
     gold = [(i, i) for i in range(len(target_emb))] if gold is None else [tuple(g) for g in gold]
-    if not gold:
-        return 0.0
-    queries = normalise(target_emb)[[j for _, j in gold]]
-    _, nearest = knn(queries, normalise(source_emb), 1, device)
-    return 100.0 * float(np.mean(nearest[:, 0] == np.array([i for i, _ in gold])))
+    return tatoeba_score(tatoeba_predictions(source_emb, target_emb, gold, device), gold)
 
 
 def bucc_candidates(source_emb: np.ndarray, target_emb: np.ndarray, k: int = 4, device="cpu") -> list[tuple[float, int, int]]:
@@ -128,9 +143,19 @@ def bucc_threshold(candidates: Sequence[tuple[float, int, int]], gold: Sequence[
     return threshold
 
 
+def bucc_predicted(candidates: Sequence[tuple[float, int, int]], threshold: float) -> list[tuple[int, int]]:
+    """The mined pairs (source id, target id) scoring >= threshold (`bucc_extract`), sorted."""
+    return sorted({(i, j) for score, i, j in candidates if score >= threshold})
+
+
 def bucc_f1(candidates: Sequence[tuple[float, int, int]], gold: Sequence[Sequence[int]], threshold: float) -> float:
     """F1 (percent) of the candidates scoring >= threshold against the full set of gold pairs."""
-    predicted = {(i, j) for score, i, j in candidates if score >= threshold}
+    return bucc_pairs_f1(bucc_predicted(candidates, threshold), gold)
+
+
+def bucc_pairs_f1(predicted: Sequence[Sequence[int]], gold: Sequence[Sequence[int]]) -> float:
+    """F1 (percent) of a set of predicted pairs against the full set of gold pairs (evaluate.py's `bucc_f1`)."""
+    predicted = {tuple(p) for p in predicted}
     gold_set = {tuple(g) for g in gold}
     correct = len(predicted & gold_set)
     if correct == 0:

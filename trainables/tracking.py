@@ -314,11 +314,19 @@ class TrackingStore:
         exp = self.client.get_experiment_by_name(experiment)
         return exp.experiment_id if exp else None
 
-    def _search(self, experiment: str, filter_string: str, max_results: int = 5000) -> list[RunRecord]:
+    def _search(self, experiment: str, filter_string: str, max_results: int | None = None) -> list[RunRecord]:
+        """Every matching run (page after page), or the first `max_results`."""
         exp_id = self.experiment_id(experiment)
         if exp_id is None:
             return []
-        return [_record(r) for r in self.client.search_runs([exp_id], filter_string, max_results=max_results)]
+        out, token = [], None
+        while True:
+            page = self.client.search_runs([exp_id], filter_string, max_results=min(max_results or 5000, 5000),
+                                           page_token=token)
+            out += [_record(r) for r in page]
+            token = page.token
+            if not token or (max_results and len(out) >= max_results):
+                return out[:max_results] if max_results else out
 
     def run(self, run_id: str) -> RunRecord:
         return _record(self.client.get_run(run_id))
@@ -330,6 +338,10 @@ class TrackingStore:
     def children(self, experiment: str, parent_run_id: str) -> list[RunRecord]:
         """The runs nested under `parent_run_id` (a search's trials)."""
         return self._search(experiment, f"tags.mlflow.parentRunId = '{parent_run_id}'")
+
+    def running(self, experiment: str) -> list[RunRecord]:
+        """The experiment's runs still RUNNING."""
+        return self._search(experiment, "attributes.status = 'RUNNING'")
 
     def terminate(self, experiment: str, tag: str, value: str, status: str, only_running: bool = False) -> None:
         """Set the status of every run tagged `tag=value` (e.g. trials a scheduler stopped mid-run); with

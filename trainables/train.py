@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import random
 import sys
+from collections import deque
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -145,13 +146,15 @@ def make_optimizer(model: torch.nn.Module, lr: float, steps: int, warmup: float 
 
 
 class Hooks:
-    """What a launcher does around training (nothing, in one process): restore the last checkpoint (returns the
-    optimiser steps already taken and any extra state saved with it) and save one every `every` steps."""
-
-    every = 0
+    """What a launcher does around training (nothing, in one process without checkpoints): restore the last
+    checkpoint (returns the optimiser steps already taken and any extra state saved with it), say whether a
+    checkpoint is due after an optimiser step, and save one (trainables.checkpoints, search/distributed.py)."""
 
     def restore(self, model, optimizer, scheduler) -> tuple[int, dict]:
         return 0, {}
+
+    def due(self, step: int) -> bool:
+        return False
 
     def save(self, model, optimizer, scheduler, step: int, extra: dict) -> None:
         pass
@@ -159,10 +162,10 @@ class Hooks:
 
 def fit(model: torch.nn.Module, draw: Callable[[], object], loss_of: Callable[[object], torch.Tensor], steps: int,
         lr: float, device: torch.device, grad_accum: int = 1, progress: bool = False, desc: str = "train",
-        hooks: Hooks | None = None, on_step: Callable[[int], None] | None = None, extra: dict | None = None) -> dict:
+        hooks: Hooks | None = None, on_step: Callable[[int], bool] | None = None, extra: dict | None = None) -> dict:
     """Run `steps` optimiser steps. `draw()` gives this worker's next micro-batch, `loss_of(batch)` its loss;
-    `on_step(step)` runs after each optimiser step (e.g. model selection at epoch ends) and may update `extra`,
-    the state saved with checkpoints. A resumed run fast-forwards the stream past the micro-batches it already
+    `on_step(step)` runs after each optimiser step (e.g. model selection) and may update `extra`, the state
+    saved with checkpoints; when it returns True, training stops there (early stopping). A resumed run fast-forwards the stream past the micro-batches it already
     trained on, so it sees exactly what an uninterrupted run would."""
     hooks = hooks or Hooks()
     model.train()
@@ -173,8 +176,10 @@ def fit(model: torch.nn.Module, draw: Callable[[], object], loss_of: Callable[[o
     for _ in range(start * grad_accum):
         draw()
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _null()
-    losses = []
+    losses: deque = deque(maxlen=50)  # the last micro-batches' losses, kept on the device: reading one (.item())
+    # would make the host wait for the GPU at every micro-step; they are read every 20 steps for the bar, and at the end
     bar = _bar(steps, desc) if progress and sys.stderr.isatty() else None  # no bar in logs or under a search
+    done = steps
     for step in range(start, steps):
         model.train()
         for _ in range(grad_accum):
@@ -182,21 +187,24 @@ def fit(model: torch.nn.Module, draw: Callable[[], object], loss_of: Callable[[o
             with autocast:
                 loss = loss_of(batch) / grad_accum
             loss.backward()
-            losses.append(loss.item() * grad_accum)
+            losses.append(loss.detach() * grad_accum)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        if on_step:
-            on_step(step + 1)
-        if hooks.every and (step + 1) % hooks.every == 0 and step + 1 < steps:
-            hooks.save(model, opt, sched, step + 1, extra or {})
+        if on_step and on_step(step + 1):
+            done = step + 1
+            break
+        if step + 1 < steps and hooks.due(step + 1):
+            hooks.save(model, opt, sched, step + 1, extra if extra is not None else {})
         if bar:
             bar.update(1)
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+            if (step + 1) % 20 == 0:
+                bar.set_postfix(loss=f"{torch.stack(list(losses)).mean().item():.3f}")
     if bar:
         bar.close()
-    return {"steps": steps, "resumed_at": start, "final_loss": float(np.mean(losses[-50:])) if losses else float("nan")}
+    final = torch.stack(list(losses)).float().mean().item() if losses else float("nan")
+    return {"steps": done, "resumed_at": start, "final_loss": final}
 
 
 class _null:
@@ -264,29 +272,65 @@ def _is_choice(ids) -> bool:
 @torch.no_grad()
 def embed(model, features: Sequence[dict], batch_size: int, pad_id: int, device: torch.device,
           layer_fraction: float) -> np.ndarray:
-    """Mean-pooled sentence embeddings; with several workers each embeds its share (retrieval at scale)."""
+    """Mean-pooled sentence embeddings; with several workers each embeds its share (retrieval at scale). As
+    `predict`: bf16 autocast on GPUs, sentences sorted by length, and batches filled by tokens — each holds at
+    most `batch_size` x the longest sentence's tokens, so short sentences go many more to a batch than long ones
+    (BUCC's millions of sentences are mostly short) and no batch is larger than the plain one at its worst."""
     model.eval()
     share, _ = _my_share(len(features))
-    rows = []
-    for start in range(0, len(share), batch_size):
-        batch = collate([features[i] for i in share[start:start + batch_size]], pad_id)
-        vectors = model.embed(batch["input_ids"].to(device), batch["attention_mask"].to(device), layer_fraction)
-        rows += list(vectors.float().cpu().numpy())
-    rows = _gathered(rows, len(features))
+    order = sorted(range(len(share)), key=lambda k: _length(features[share[k]]))
+    budget = batch_size * max((_length(features[i]) for i in share), default=1)
+    out: list = [None] * len(share)
+    for idx in token_batches(order, [_length(features[share[k]]) for k in order], budget):
+        batch = collate([features[share[k]] for k in idx], pad_id)
+        with torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _null():
+            vectors = model.embed(batch["input_ids"].to(device), batch["attention_mask"].to(device), layer_fraction)
+        for row, k in zip(vectors.float().cpu().numpy(), idx):
+            out[k] = row
+    rows = _gathered(out, len(features))
     return np.stack(rows) if rows else np.zeros((0, model.hidden), dtype=np.float32)
 
 
-def mask_tokens(ids: torch.Tensor, tokenizer, rng: torch.Generator, prob: float = 0.15) -> tuple[torch.Tensor, torch.Tensor]:
-    """BERT masking: 15 % of non-special tokens; of those 80 % <mask>, 10 % random, 10 % kept."""
+def token_batches(order: list[int], lengths: list[int], budget: int) -> Iterator[list[int]]:
+    """Cut `order` (items sorted by length, ascending; `lengths` theirs, in that order) into consecutive batches
+    whose padded size (rows x the batch's longest, its last) stays within `budget` tokens; one item at least."""
+    start = 0
+    while start < len(order):
+        end = start + 1
+        while end < len(order) and (end + 1 - start) * lengths[end] <= budget:
+            end += 1
+        yield order[start:end]
+        start = end
+
+
+def special_mask(ids: torch.Tensor, tokenizer) -> torch.Tensor:
+    """True where `ids` holds one of the tokenizer's special tokens — the rule of transformers'
+    `get_special_tokens_mask(already_has_special_tokens=True)` (membership in `all_special_ids`), vectorised.
+    Never an id range: XLM-R's `<mask>` is its last id (250001), with ordinary pieces between it and `<unk>`."""
+    return torch.isin(ids, torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=ids.dtype))
+
+
+def ordinary_ids(tokenizer) -> torch.Tensor:
+    """Every vocabulary id that is not a special token (what a random replacement may draw)."""
+    keep = torch.ones(len(tokenizer), dtype=torch.bool)
+    keep[[i for i in set(tokenizer.all_special_ids) if i < len(tokenizer)]] = False
+    return keep.nonzero().flatten()
+
+
+def mask_tokens(ids: torch.Tensor, tokenizer, rng: torch.Generator, prob: float = 0.15,
+                ordinary: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT masking as transformers' `DataCollatorForLanguageModeling`: 15 % of the non-special tokens are
+    chosen; of those 80 % become <mask>, 10 % a random ordinary token, 10 % stay. Labels are IGNORE elsewhere.
+    `ordinary` (from `ordinary_ids`) may be passed to save recomputing it per batch."""
     labels = ids.clone()
-    special = ids <= max(tokenizer.all_special_ids)  # XLM-R keeps its specials at ids 0-4
-    chosen = (torch.rand(ids.shape, generator=rng) < prob) & ~special
+    chosen = (torch.rand(ids.shape, generator=rng) < prob) & ~special_mask(ids, tokenizer)
     labels[~chosen] = IGNORE
     ids = ids.clone()
     roll = torch.rand(ids.shape, generator=rng)
     ids[chosen & (roll < 0.8)] = tokenizer.mask_token_id
     rand = chosen & (roll >= 0.8) & (roll < 0.9)
-    ids[rand] = torch.randint(5, len(tokenizer), ids.shape, generator=rng)[rand]
+    ordinary = ordinary_ids(tokenizer) if ordinary is None else ordinary
+    ids[rand] = ordinary[torch.randint(len(ordinary), ids.shape, generator=rng)][rand]
     return ids, labels
 
 
@@ -296,39 +340,7 @@ def mlm_batches(tokenizer, lines: Sequence[str], batch_size: int, seed: int, max
 
     feats = cached(featurize_sentences, lines, tokenizer, max_length)
     rng = torch.Generator().manual_seed(seed)
+    ordinary = ordinary_ids(tokenizer)
     for batch in epoch_batches(feats, batch_size, tokenizer.pad_token_id, seed):
-        ids, labels = mask_tokens(batch["input_ids"], tokenizer, rng)
+        ids, labels = mask_tokens(batch["input_ids"], tokenizer, rng, ordinary=ordinary)
         yield {"input_ids": ids, "attention_mask": batch["attention_mask"], "labels": labels}
-
-
-def mlm_pretrain(model, tokenizer, lines: Sequence[str], steps: int, lr: float, device: torch.device, seed: int = 0,
-                 batch_size: int = 64, pairs: Sequence[tuple[str, str]] = (), align_every: int = 0,
-                 align_layer: int = 1, align_batch: int = 32) -> dict:
-    """Masked-LM training of a `*ForMaskedLM` model (phase 1 of the toy world). With `pairs` (a sentence and its
-    English translation) and `align_every` > 0, every `align_every`-th step also takes a translation-ranking loss
-    (in-batch softmax over cosine similarities / 0.05, both directions) on the mean-pooled `align_layer` states
-    of `align_batch` pairs: what retrieval embeds, so the toy's languages are aligned there to a degree."""
-    from trainables.model import mean_pool
-
-    model.to(device)
-    batches = mlm_batches(tokenizer, lines, batch_size, seed)
-    rng = torch.Generator().manual_seed(seed + 1)
-    count = {"step": 0}
-
-    def pooled(sentences: list[str]) -> torch.Tensor:
-        enc = tokenizer(sentences, padding=True, truncation=True, max_length=128, return_tensors="pt").to(device)
-        states = model.base_model(**enc, output_hidden_states=True).hidden_states[align_layer]
-        return torch.nn.functional.normalize(mean_pool(states, enc["attention_mask"]), dim=-1)
-
-    def loss_of(b):
-        loss = model(**{k: v.to(device) for k, v in b.items()}).loss
-        count["step"] += 1
-        if pairs and align_every and count["step"] % align_every == 0:
-            pick = torch.randperm(len(pairs), generator=rng)[:align_batch].tolist()
-            sim = pooled([pairs[i][0] for i in pick]) @ pooled([pairs[i][1] for i in pick]).T / 0.05
-            gold = torch.arange(len(pick), device=sim.device)
-            loss = loss + 0.5 * (torch.nn.functional.cross_entropy(sim, gold)
-                                 + torch.nn.functional.cross_entropy(sim.T, gold))
-        return loss
-
-    return fit(model, lambda: next(batches), loss_of, steps, lr, device, progress=True, desc="phase 1 mlm")

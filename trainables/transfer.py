@@ -8,7 +8,7 @@ labels and divided by the number of examples. Higher is better; only differences
 data mean anything. Written from the paper's equations (one eigendecomposition of F^T F, then O(D) per update).
 
 Used by `benchmarks/search_efficiency.py` to measure whether the estimate ranks phase-2 encoders as their
-fine-tuned target scores do (the Spearman correlation over the toy grid); it is not a search rung (see README).
+fine-tuned target scores do (the Spearman correlation over the toy grid); it is not a search rung (docs/searches.md).
 Classification targets only (sentence-level labels); tagging, QA and retrieval return None.
 
 Run:  python -c "from trainables.transfer import logme; import numpy as np; print(logme(np.eye(4), np.arange(4)))"
