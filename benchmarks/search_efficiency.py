@@ -59,21 +59,19 @@ def grid_points() -> list[dict]:
     return points
 
 
-def _measure(point: dict, data_dir: str, cache: str) -> dict:
+def _measure(point: dict, data_dir: str, cache: str, model: dict | None = None) -> dict:
     """One grid point, run as a trial runs it (the toy search's base config, the spec's typed update), one
-    thread; the validation objective and the wall time at the end of each rung (phase 2 counts in rung 1)."""
+    thread; the validation objective and the wall time at the end of each rung (phase 2 counts in rung 1).
+    `model`: settings of the toy model to use instead of the preset's (another size)."""
     import time
 
     import torch
 
-    from search.config import load_search_config
     from search.space import TrialSpec
-    from search.tuner import base_config
-    from trainables.config import update
     from trainables.pipeline import Pipeline
 
     torch.set_num_threads(1)  # as a Ray trial with resources={cpu: 1}
-    base = update(base_config(load_search_config("toy")), {"data_dir": data_dir, "cache_dir": cache})
+    base = _base(data_dir, cache, model)
     spec = TrialSpec(mixture=point["mixture"], intermediate_lr=point["intermediate_lr"])
     pipe_cfg = spec.pipeline_config(base)
     start = time.perf_counter()
@@ -95,18 +93,27 @@ def _measure(point: dict, data_dir: str, cache: str) -> dict:
             "validation_targets": {t: v["score"] for t, v in pipe.summary("validation")["targets"].items()}}
 
 
-def record(data_dir: Path, out: Path, workers: int = 2) -> dict:
-    """Run every grid point (two at a time on 2 cores) from a cache holding only the toy model."""
+def _base(data_dir: str, cache: str, model: dict | None):
+    """The toy search's base pipeline config on `data_dir`/`cache`, with `model` settings if given."""
+    from search.config import load_search_config
+    from search.tuner import base_config
+    from trainables.config import update
+
+    return update(base_config(load_search_config("toy")),
+                  {"data_dir": data_dir, "cache_dir": cache, **({"model": model} if model else {})})
+
+
+def record(data_dir: Path, out: Path, workers: int = 2, model: dict | None = None) -> dict:
+    """Run every grid point (two at a time on 2 cores) from a cache holding only the toy model; `model`: toy
+    model settings other than the preset's (benchmarks/proxy_transfer.py records a smaller size)."""
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
-    from search.config import load_search_config
-    from search.tuner import base_config
     from trainables.config import update
     from trainables.pipeline import base_model, ensure_toy_data
 
     shared = ROOT / ".xstilts" / "cache"
-    base = update(base_config(load_search_config("toy")), {"data_dir": str(data_dir), "cache_dir": str(shared)})
+    base = _base(str(data_dir), str(shared), model)
     ensure_toy_data(base)
     base_model(base, data_dir)  # phase 1 once (cached): not what a strategy pays for
     work = Path(tempfile.mkdtemp(prefix="xstilts-grid-"))
@@ -126,11 +133,12 @@ def record(data_dir: Path, out: Path, workers: int = 2) -> dict:
         shutil.rmtree(entry)
     points = grid_points()
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        configs = list(pool.map(_measure, points, [str(data_dir)] * len(points), [str(cache)] * len(points)))
+        configs = list(pool.map(_measure, points, [str(data_dir)] * len(points), [str(cache)] * len(points),
+                                [model] * len(points)))
     toy = (ROOT / "configs" / "search" / "toy.yaml").read_text()
     data = {"settings": {"candidates": CANDIDATES, "lrs": LRS, "search": "configs/search/toy.yaml",
                          "overrides": [line for line in toy.splitlines() if line.startswith("overrides:")][0][11:],
-                         "workers": workers, "threads_per_worker": 1,
+                         "workers": workers, "threads_per_worker": 1, "model": base.model.model_dump(),
                          "note": "values: validation objective after each rung; elapsed_s: wall seconds since the "
                                  "trial started, at the end of each rung (phase 2 inside the first)"},
             "configs": configs}
@@ -162,9 +170,9 @@ class Table:
         return self.index[self.key({t: 1.0 for t in chosen}, lr)]
 
 
-def replay(table: Table, sampler, asha: int, max_trials: int, rf: int = 2) -> tuple[float | None, int, float]:
-    """(cost until a finished trial is within WITHIN of the grid's best, or None if none did within
-    `max_trials`; trials run; total cost spent)."""
+def trials(table: Table, sampler, asha: int, max_trials: int, rf: int = 2):
+    """Run up to `max_trials` trials of a strategy on the record; yield after each (its configuration, whether it
+    finished — ASHA did not stop it —, the total cost so far). `asha`: the grace period in rungs (0: no ASHA)."""
     import optuna
     from types import SimpleNamespace
 
@@ -174,7 +182,7 @@ def replay(table: Table, sampler, asha: int, max_trials: int, rf: int = 2) -> tu
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", sampler=sampler)
     sched = SeededASHA(time_attr="training_iteration", metric=METRIC, mode="max", max_t=table.n_rungs,
-                       grace_period=asha, reduction_factor=rf, protected=0) if asha else None  # asha: grace period
+                       grace_period=asha, reduction_factor=rf, protected=0) if asha else None
     paid: dict[int, float] = {}
     cost = 0.0
     for n in range(max_trials):
@@ -195,12 +203,21 @@ def replay(table: Table, sampler, asha: int, max_trials: int, rf: int = 2) -> tu
                     break
         if stopped:
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            continue
-        if sched:
-            sched.on_trial_complete(None, ray_trial, {"training_iteration": table.n_rungs, METRIC: config["final"]})
-        study.tell(trial, config["final"])
-        if config["final"] >= table.best - WITHIN:
-            return cost, n + 1, cost
+        else:
+            if sched:
+                sched.on_trial_complete(None, ray_trial, {"training_iteration": table.n_rungs,
+                                                          METRIC: config["final"]})
+            study.tell(trial, config["final"])
+        yield config, not stopped, cost
+
+
+def replay(table: Table, sampler, asha: int, max_trials: int, rf: int = 2) -> tuple[float | None, int, float]:
+    """(cost until a finished trial is within WITHIN of the grid's best, or None if none did within
+    `max_trials`; trials run; total cost spent)."""
+    cost, n = 0.0, 0
+    for n, (config, finished, cost) in enumerate(trials(table, sampler, asha, max_trials, rf), start=1):
+        if finished and config["final"] >= table.best - WITHIN:
+            return cost, n, cost
     return None, max_trials, cost
 
 

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
 from trainables.errors import XstiltsError
+from trainables.progress import bar as progress_bar
 from trainables.readers import READERS, raw_bucc_files, read_bucc_raw, without_distractors
 from trainables.tasks import TYDIQA_PREFIXES, Source, Task, get_task, training_task
 
@@ -608,11 +609,14 @@ def prepare(task_names: Sequence[str], data_dir: Path | str, loader=hub_load, lo
         return job.split in pinned.get(job.source.hub_id, {}).get("configs", {}).get(job.config, [])
 
     written: list[Path] = []
+    bar = progress_bar(len(jobs), "data prepare", unit="split")
     try:
         for job in jobs:
+            bar.update(1)
             path = data_dir / job.source.hub_id / job.config / f"{job.split}.parquet"
             if have(job, path):
                 continue
+            bar.set_postfix_str(f"{job.source.hub_id}/{job.config}/{job.split}")
             online(job.source.hub_id)
             pinned_at = {} if job.source.files or not pinning else {"revision": pin(job.source)}
             rows = hub_retry(f"{job.task}: {job.source.hub_id}/{job.config} split {job.split}",
@@ -634,6 +638,7 @@ def prepare(task_names: Sequence[str], data_dir: Path | str, loader=hub_load, lo
                 configs = pinned[job.source.hub_id]["configs"]
                 configs[job.config] = _union(configs.get(job.config, []), [job.split])
     finally:
+        bar.close()
         touched = {h: e for h, e in pinned.items() if e["configs"]}  # a SHA with nothing downloaded at it: not yet
         if touched or files:
             _write_sources(data_dir, touched, files)

@@ -5,8 +5,9 @@ When the examples know where they came from (`Examples.key`: the task, split, la
 of the data files they were read from, any slice or hold-out) and the pipeline has set its cache (`use`), the
 features are a cache entry `features-<key>` (`trainables.cache`: locked, atomic, rebuilt when broken) whose
 key adds the tokenizer's identity (a hash of its full serialisation), the featuriser, its settings and the
-code that computes features (`trainables.codever`). A second trial on the same data therefore tokenises nothing, and concurrent trials compute
-an entry once.
+code that computes features (`trainables.codever`). A second trial on the same data therefore tokenises
+nothing, and concurrent trials compute an entry once. Features are computed a chunk of examples at a time
+with a progress bar (`trainables.features.in_chunks`).
 
 Features are stored columnar as .npy files (ragged fields as a flat array plus offsets) and opened with
 `mmap_mode="r"`: reading them costs page faults, not parsing. `FeatureSet` then behaves like the list of
@@ -25,6 +26,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from trainables.codever import code_version
+from trainables.features import in_chunks
 
 _ROOT: list[Path] = []  # the features cache of this process (set by the pipeline it runs)
 STATS = {"seconds": 0.0, "built": 0, "hits": 0}  # time this process spent getting features, and how
@@ -83,14 +85,14 @@ def _cached(fn: Callable, examples: Sequence, tok, max_length: int, settings: di
     key = getattr(examples, "key", None)
     if key is None or not _ROOT:
         STATS["built"] += 1
-        return fn(examples, tok, max_length, **settings)
+        return in_chunks(fn, examples, tok, max_length, **settings)
     from trainables.cache import Cache
 
     payload = {"tokenizer": tokenizer_id(tok), "featurizer": fn.__name__, "max_length": max_length,
                "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(settings.items())},
                "examples": key, "code": code_version("features")}
     entry = Cache(_ROOT[0]).entry("features", payload)
-    path, _, hit = entry.get_or_build(lambda tmp: FeatureSet.save(fn(examples, tok, max_length, **settings), tmp))
+    path, _, hit = entry.get_or_build(lambda tmp: FeatureSet.save(in_chunks(fn, examples, tok, max_length, **settings), tmp))
     STATS["hits" if hit else "built"] += 1
     return FeatureSet.load(path)
 

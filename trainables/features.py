@@ -18,6 +18,24 @@ from __future__ import annotations
 from typing import Sequence
 
 IGNORE = -100  # label id the loss ignores
+CHUNK = 4096  # examples per call of `in_chunks`
+
+
+def in_chunks(fn, examples: Sequence, tokenizer, max_length: int, **settings) -> list[dict]:
+    """`fn(examples, tokenizer, max_length, **settings)` called `CHUNK` examples at a time, with a progress bar:
+    the same features as one call, since every function here featurises each example on its own (a feature's
+    `sentence`, the index of its example, is shifted by the chunk's start)."""
+    from trainables.progress import bar
+
+    out: list[dict] = []
+    with bar(len(examples), f"tokenise ({fn.__name__.removeprefix('featurize_')})", unit="ex") as b:
+        for lo in range(0, len(examples), CHUNK):
+            part = fn(examples[lo:lo + CHUNK], tokenizer, max_length, **settings)
+            if lo:
+                part = [{**f, "sentence": f["sentence"] + lo} if "sentence" in f else f for f in part]
+            out += part
+            b.update(min(CHUNK, len(examples) - lo))
+    return out
 
 
 def featurize_classification(examples: Sequence[dict], tokenizer, max_length: int, **_) -> list[dict]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from trainables import data as D
-from trainables import featcache
+from trainables import featcache, progress
 from trainables.config import update, validate
 from trainables.distributed import device_for
 from trainables.mixture import Mixture
@@ -26,6 +26,7 @@ def run_job(job: dict, hooks: Hooks | None = None):
 
     cfg = validate(job["cfg"], "job config")
     featcache.use(cfg.cache_dir)
+    progress.switch(cfg.progress)
     device = device_for(cfg.device)
     if job["kind"] == "phase2":
         data_dir = Path(job["data_dir"]) if job["data_dir"] else None

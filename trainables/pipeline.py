@@ -41,7 +41,7 @@ from trainables.mixture import Mixture
 from trainables.model import MultiTaskModel, load_encoder, load_tokenizer
 from trainables.toymodel import toy_model
 from trainables.distributed import device_for, local_rows, rank0_says, shared_loss, wrap
-from trainables import featcache
+from trainables import featcache, progress
 from trainables.featcache import derived, take
 from trainables.phase2 import encoder_id, mixture_sizes, require, train_intermediate
 from trainables.predictions import PREDICTIONS, load_records, save_records, write_submission
@@ -338,6 +338,7 @@ class Pipeline:
         self.predictions = predictions  # every target's phase-3 entry must hold its test predictions
         self.prediction_files: dict[str, Path] = {}  # target -> its entry's PREDICTIONS file
         featcache.use(cfg.cache_dir)  # tokenised features are cached beside phases 2 and 3
+        progress.switch(cfg.progress)  # bars (on a terminal) for tokenising, evaluation, embedding, mining
         self.device = pick_device(cfg.device)
         if cfg.threads and self.device.type == "cpu":
             torch.set_num_threads(cfg.threads)  # the same kernels' splits, so the same scores, on any machine

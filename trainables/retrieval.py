@@ -23,6 +23,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from trainables.progress import bar as progress_bar
+
 QUERY_BLOCK, BASE_BLOCK = 2048, 16384  # 2048 x 16384 float32 similarities = 128 MB per block
 
 
@@ -39,6 +41,7 @@ def knn(queries: np.ndarray, base: np.ndarray, k: int, device: str | torch.devic
         b_all = b_all.to(device)
     sims = np.empty((len(queries), k), dtype=np.float32)
     inds = np.empty((len(queries), k), dtype=np.int64)
+    bar = progress_bar(len(queries), f"nearest {k} of {len(base)}", unit="query")
     for qs in range(0, len(queries), QUERY_BLOCK):
         q = q_all[qs:qs + QUERY_BLOCK].to(device)
         best_s = best_i = None
@@ -51,6 +54,8 @@ def knn(queries: np.ndarray, base: np.ndarray, k: int, device: str | torch.devic
                 top_i = torch.cat([best_i, top_i], 1).gather(1, order)
             best_s, best_i = top_s, top_i
         sims[qs:qs + len(q)], inds[qs:qs + len(q)] = best_s.cpu().numpy(), best_i.cpu().numpy()
+        bar.update(len(q))
+    bar.close()
     return sims, inds
 
 

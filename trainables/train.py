@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import random
-import sys
 from collections import deque
 from typing import Callable, Iterator, Sequence
 
@@ -18,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from trainables.features import IGNORE
+from trainables.progress import bar as progress_bar
 
 Batch = dict[str, torch.Tensor]
 
@@ -178,7 +178,8 @@ def fit(model: torch.nn.Module, draw: Callable[[], object], loss_of: Callable[[o
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _null()
     losses: deque = deque(maxlen=50)  # the last micro-batches' losses, kept on the device: reading one (.item())
     # would make the host wait for the GPU at every micro-step; they are read every 20 steps for the bar, and at the end
-    bar = _bar(steps, desc) if progress and sys.stderr.isatty() else None  # no bar in logs or under a search
+    bar = progress_bar(steps - start, desc, unit="step") if progress else None
+    bar = None if bar is None or bar.disable else bar  # no bar in logs or under a search (and no loss read for it)
     done = steps
     for step in range(start, steps):
         model.train()
@@ -215,12 +216,6 @@ class _null:
         return False
 
 
-def _bar(total: int, desc: str):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, leave=False, file=sys.stderr, dynamic_ncols=True)
-
-
 def _my_share(n: int) -> tuple[list[int], int]:
     """This worker's items of n (rank r takes r, r + W, ...), padded to the same count on every worker so that
     sharded models run the same number of forward passes everywhere; returns (indices, real count)."""
@@ -253,15 +248,18 @@ def predict(model, name: str, features: Sequence[dict], batch_size: int, pad_id:
     share, _ = _my_share(len(features))
     order = sorted(range(len(share)), key=lambda k: _length(features[share[k]]))
     out: list = [None] * len(share)
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        batch = collate([features[share[k]] for k in idx], pad_id)
-        with torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _null():
-            logits = model(name, batch["input_ids"].to(device), batch["attention_mask"].to(device)).float().cpu().numpy()
-        for row, k in zip(logits, idx):
-            f = features[share[k]]
-            n = len(f["input_ids"])
-            out[k] = row[:n] if row.ndim >= 2 and not _is_choice(f["input_ids"]) else row
+    with progress_bar(len(order), f"predict {name}", unit="ex") as bar:
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            batch = collate([features[share[k]] for k in idx], pad_id)
+            with torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _null():
+                logits = model(name, batch["input_ids"].to(device),
+                               batch["attention_mask"].to(device)).float().cpu().numpy()
+            for row, k in zip(logits, idx):
+                f = features[share[k]]
+                n = len(f["input_ids"])
+                out[k] = row[:n] if row.ndim >= 2 and not _is_choice(f["input_ids"]) else row
+            bar.update(len(idx))
     return _gathered(out, len(features))
 
 
@@ -281,12 +279,15 @@ def embed(model, features: Sequence[dict], batch_size: int, pad_id: int, device:
     order = sorted(range(len(share)), key=lambda k: _length(features[share[k]]))
     budget = batch_size * max((_length(features[i]) for i in share), default=1)
     out: list = [None] * len(share)
-    for idx in token_batches(order, [_length(features[share[k]]) for k in order], budget):
-        batch = collate([features[share[k]] for k in idx], pad_id)
-        with torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _null():
-            vectors = model.embed(batch["input_ids"].to(device), batch["attention_mask"].to(device), layer_fraction)
-        for row, k in zip(vectors.float().cpu().numpy(), idx):
-            out[k] = row
+    with progress_bar(len(order), "embed", unit="sent") as bar:
+        for idx in token_batches(order, [_length(features[share[k]]) for k in order], budget):
+            batch = collate([features[share[k]] for k in idx], pad_id)
+            with torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _null():
+                vectors = model.embed(batch["input_ids"].to(device), batch["attention_mask"].to(device),
+                                      layer_fraction)
+            for row, k in zip(vectors.float().cpu().numpy(), idx):
+                out[k] = row
+            bar.update(len(idx))
     rows = _gathered(out, len(features))
     return np.stack(rows) if rows else np.zeros((0, model.hidden), dtype=np.float32)
 
