@@ -28,19 +28,21 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 FLOP/s of the SXM parts
 
 
 def peak_flops() -> float:
-    name = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    return next((v for k, v in PEAK_BF16.items() if k in name), float("nan"))
+    """Dense bf16 FLOP/s of this GPU (the price model's table, search/price.py); NaN for others."""
+    from search.price import GPU_PEAK
+
+    name = torch.cuda.get_device_name().lower() if torch.cuda.is_available() else "cpu"
+    return next((v for k, v in GPU_PEAK.items() if k in name), float("nan"))
 
 
 def model_flops_per_token(cfg, seq: int) -> float:
-    """PaLM's count: 6 N (non-embedding parameters) + 12 L H Q T attention, per token, training."""
-    h, L, inter = cfg.hidden_size, cfg.num_hidden_layers, cfg.intermediate_size
-    n = L * (4 * h * h + 2 * h * inter)
-    return 6 * n + 12 * L * h * seq
+    """Training FLOPs per token of a transformers config (search/price.py's count, which `xstilts plan` uses)."""
+    from search.price import flops_per_token
+
+    return flops_per_token(cfg.hidden_size, cfg.num_hidden_layers, cfg.intermediate_size, seq)
 
 
 def batches(vocab: int, rows: int, seq: int, n: int, seed: int = 0):

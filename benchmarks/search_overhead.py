@@ -53,7 +53,7 @@ def toy_search(data_dir: Path) -> dict:
     summary = run_search(cfg, console=Console(quiet=True))
     wall = time.perf_counter() - start
     inside = 0.0
-    for trial in (storage / cfg.name / "ray").iterdir():
+    for trial in (storage / cfg.name / "ray" / cfg.name).iterdir():
         rows = (trial / "result.json").read_text().splitlines() if (trial / "result.json").exists() else []
         if rows:
             inside += json.loads(rows[-1])["time_total_s"]

@@ -59,6 +59,12 @@ REAL = {
 }
 
 
+def flops_per_token(hidden: int, layers: int, intermediate: int, seq: float) -> float:
+    """Training FLOPs per token, PaLM's count: 6 N (N the non-embedding parameters) + 12 L h s (attention); a
+    forward pass is a third of it. benchmarks/gpu_check.py computes its measured MFU with the same count."""
+    return 6 * layers * (4 * hidden * hidden + 2 * hidden * intermediate) + 12 * layers * hidden * seq
+
+
 def mfu(tokens: float, hidden: int = 1024) -> float:
     """Model FLOPs utilisation of a micro-batch of `tokens` tokens. A step costs its FLOPs at the best MFU plus a
     fixed overhead per layer (kernel launches, synchronisation); a layer's FLOPs per token grow with hidden², so
@@ -84,9 +90,7 @@ class Throughput:
         self.cpu_flops = measure_cpu(cfg) if gpu_type == "cpu" else None
 
     def flops(self, tokens: float, seq: float, train: bool) -> float:
-        n = self.layers * (4 * self.h * self.h + 2 * self.h * self.inter)
-        per = 6 * n + 12 * self.layers * self.h * seq
-        return tokens * per / (1 if train else 3)
+        return tokens * flops_per_token(self.h, self.layers, self.inter, seq) / (1 if train else 3)
 
     def seconds(self, tokens: float, seq: float, rows: int, train: bool = True) -> float:
         if tokens <= 0 or seq <= 0:  # a split the task does not have

@@ -360,6 +360,13 @@ def check_fits(cfg: SearchConfig, base: PipelineConfig) -> None:
                            f"in the pipeline overrides (see `xstilts plan`)")
 
 
+def experiment_dir(cfg: SearchConfig) -> Path:
+    """Ray Tune's experiment folder, named after the search (what Ray's own tools and TensorBoard show):
+    `<search>/ray/<name>/<trial id>/`. A search started before this layout resumes from `<search>/ray`."""
+    old = search_dir(cfg) / "ray"
+    return old if (old / "tuner.pkl").exists() else old / cfg.name
+
+
 def build_tuner(cfg: SearchConfig, ctx: TrialContext, resume: bool, callbacks: list) -> tune.Tuner:
     workers = ctx.base.distributed.workers
     check_resources(cfg, workers)
@@ -370,7 +377,7 @@ def build_tuner(cfg: SearchConfig, ctx: TrialContext, resume: bool, callbacks: l
         check_record(cfg.replay, ctx)
         kwargs["replay"] = cfg.replay
     trainable = tune.with_resources(tune.with_parameters(fn, **kwargs), trial_resources(cfg, workers))
-    exp_dir = search_dir(cfg) / "ray"
+    exp_dir = experiment_dir(cfg)
     if resume and tune.Tuner.can_restore(str(exp_dir)):
         return tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_errored=True)
     # (a resume whose driver died before Ray saved its experiment starts afresh, below)
@@ -392,7 +399,7 @@ def build_tuner(cfg: SearchConfig, ctx: TrialContext, resume: bool, callbacks: l
                                     num_samples=cfg.num_samples, max_concurrent_trials=concurrency(cfg, workers),
                                     trial_dirname_creator=lambda t: t.trial_id,
                                     reuse_actors=cfg.replay is not None),  # replayed trials hold no GPU memory
-        run_config=tune.RunConfig(name="ray", storage_path=str(search_dir(cfg)), verbose=0, callbacks=callbacks,
+        run_config=tune.RunConfig(name=exp_dir.name, storage_path=str(exp_dir.parent), verbose=0, callbacks=callbacks,
                                   failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
                                   # Every checkpoint is kept: each is one state.json (the models live in the cache).
                                   # num_to_keep=1 made Tune snapshot the whole experiment (every trial's state, the

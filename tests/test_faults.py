@@ -75,7 +75,7 @@ def _running_trials(root: Path, under: int, checkpointed: bool = True) -> list[t
     out = []
     for f in sorted((root / "pids").glob("*")) if (root / "pids").is_dir() else []:
         record = json.loads(f.read_text())
-        checkpoints = {c.name for c in (root / "ray" / f.name).glob("checkpoint_*")}
+        checkpoints = {c.name for c in (root / "ray" / root.name / f.name).glob("checkpoint_*")}
         first_only = checkpoints == {"checkpoint_000000"} if checkpointed else checkpoints <= {"checkpoint_000000"}
         if record["running"] and record["pid"] in procs and first_only:
             out.append((f.name, record["pid"]))

@@ -51,7 +51,7 @@ def check_search(tmp: Path, name: str, uri: str, n: int = N) -> dict:
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{root / 'optuna.db'}")
     states = [t.state for t in study.trials]
     assert len(states) == n and all(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in states), states
-    ray_trials = [d for d in (root / "ray").iterdir() if d.is_dir()]
+    ray_trials = [d for d in (root / "ray" / name).iterdir() if d.is_dir()]
     assert len(ray_trials) == n
     parents, kids = children(uri, f"xstilts-search-{name}")
     assert len(parents) == 1 and parents[0].info.run_id == summary["mlflow"]["parent_run_id"]

@@ -468,3 +468,15 @@ def test_model_card_metadata_reads_back_as_the_hub_reads_it():
                    ("tatoeba", "test"): 40.0}
     toy = ModelCard(model_card(summary, trial, {}, "toy")).data
     assert toy.base_model is None and toy.language is None  # the toy is no Hub model and speaks no real language
+
+
+def test_the_ray_experiment_is_named_after_the_search(tmp_path):
+    """`<search>/ray/<name>/` (Ray's tools and TensorBoard show the search's name); a search started under the
+    older layout (`<search>/ray/tuner.pkl`) resumes where it is."""
+    from search.tuner import experiment_dir, search_dir
+
+    cfg = load_search_config(None, [f"storage={tmp_path}", "name=mixtures-a"])
+    assert experiment_dir(cfg) == search_dir(cfg) / "ray" / "mixtures-a"
+    (search_dir(cfg) / "ray").mkdir(parents=True)
+    (search_dir(cfg) / "ray" / "tuner.pkl").write_bytes(b"")
+    assert experiment_dir(cfg) == search_dir(cfg) / "ray"

@@ -4,6 +4,14 @@ parallel sentences (so retrieval has something to find), on a fixed number of CP
 machine), cached under `cache_dir/toy-model-<key>` and built once. Beside `trainables/toy.py`, which writes the
 toy benchmark it trains on.
 
+The toy preset's model ships with xstilts (`trainables/prebuilt/toy-model`, 3 MB, with the key of the recipe it
+was built from): when a cache entry's key is that key — the same toy data, settings, seed, code of the modules
+that build it and library versions — the entry is a copy of it instead of a ~3-minute build, so a fresh clone's
+first search starts at once. Any change to the recipe changes the key, and the model is then built as before;
+tests/test_toymodel.py fails until the shipped one is rebuilt for the new recipe:
+
+  python -m trainables.toymodel ship      (about 3 minutes on 2 cores)
+
   toy_model(data_dir, cache_dir, cfg.model) -> the encoder's folder
 """
 
@@ -11,6 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
+import sys
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -24,6 +35,8 @@ from trainables.train import fit, mlm_batches
 # The toy model is built with this many CPU threads on every machine: a float sum's order depends on how a
 # kernel splits it over threads, and one rounding difference in phase 1 changes every score downstream.
 TOY_THREADS = 2
+SHIPPED = Path(__file__).resolve().parent / "prebuilt" / "toy-model"
+SHIPPED_KEY = "xstilts-shipped.json"  # {"entry": "toy-model-<key>"}: the recipe the shipped model was built from
 
 
 @contextlib.contextmanager
@@ -41,7 +54,34 @@ def toy_model(data_dir: Path, cache_dir: Path, cfg, seed: int = 0, log=print) ->
     """Build (once) and return the folder of the toy encoder: XLM-R config + MLM on the toy corpus.
 
     A cache entry `toy-model-<key>` keyed by the corpus and tokenizer contents, the model settings and the
-    seed. Always built on the CPU (it is tiny), so every trial and machine shares one entry."""
+    seed. Always built on the CPU (it is tiny), so every trial and machine shares one entry; a copy of the
+    shipped model when its recipe is this one (module docstring)."""
+    entry = toy_entry(data_dir, cache_dir, cfg, seed)
+    corpus, tok_dir = Path(data_dir) / "mlm" / "corpus.txt", Path(data_dir) / "tokenizer"
+    if shipped_entry() == entry.path.name:
+        def build(tmp: Path) -> dict:
+            log("phase 1 (toy): the toy model that ships with xstilts (built from this very recipe)")
+            for f in SHIPPED.iterdir():
+                if f.is_file() and f.name != SHIPPED_KEY:
+                    shutil.copy2(f, tmp / f.name)
+            return {"corpus": str(corpus), "shipped": True}
+    else:
+        def build(tmp: Path) -> dict:
+            return _build_toy(corpus, tok_dir, Path(data_dir) / "mlm" / "parallel.tsv", cfg, seed, log, tmp)
+    path, _, _ = entry.get_or_build(build)
+    return path
+
+
+def shipped_entry() -> str | None:
+    """`toy-model-<key>` of the model that ships with xstilts (None: none ships, or it is unreadable)."""
+    try:
+        return json.loads((SHIPPED / SHIPPED_KEY).read_text())["entry"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def toy_entry(data_dir: Path, cache_dir: Path, cfg, seed: int = 0):
+    """The cache entry (trainables.cache.Entry) of the toy model for this data, settings and seed."""
     from trainables.cache import Cache, file_digest
 
     corpus = Path(data_dir) / "mlm" / "corpus.txt"
@@ -59,9 +99,7 @@ def toy_model(data_dir: Path, cache_dir: Path, cfg, seed: int = 0, log=print) ->
                "model": [cfg.hidden_size, cfg.layers, cfg.heads, cfg.mlm_steps, cfg.mlm_lr], "seed": seed,
                "align": [cfg.align_every, cfg.retrieval_layer, file_digest(parallel)] if cfg.align_every else None,
                "threads": TOY_THREADS, "code": code_version("toy-model")}
-    entry = Cache(cache_dir).entry("toy-model", payload)
-    path, _, _ = entry.get_or_build(lambda tmp: _build_toy(corpus, tok_dir, parallel, cfg, seed, log, tmp))
-    return path
+    return Cache(cache_dir).entry("toy-model", payload)
 
 
 def _mask_id_of(tokenizer_json: Path) -> str:
@@ -126,3 +164,34 @@ def mlm_pretrain(model, tokenizer, lines: Sequence[str], steps: int, lr: float, 
         return loss
 
     return fit(model, lambda: next(batches), loss_of, steps, lr, device, progress=True, desc="phase 1 mlm")
+
+
+def ship(out: Path = SHIPPED, log=print) -> Path:
+    """Build the toy preset's model from scratch (toy data seed 0, `configs/pipeline/toy.yaml`'s model settings)
+    and write it to `out` with the key of its recipe: the model that ships with xstilts."""
+    from trainables.config import load_config
+    from trainables.toy import write_toy
+
+    cfg = load_config("toy").model
+    with tempfile.TemporaryDirectory(prefix="xstilts-ship-") as work:
+        data = write_toy(Path(work) / "toy_data", seed=0)
+        entry = toy_entry(data, Path(work) / "cache", cfg)
+        path, _, _ = entry.get_or_build(lambda tmp: _build_toy(data / "mlm" / "corpus.txt", data / "tokenizer",
+                                                                data / "mlm" / "parallel.tsv", cfg, 0, log, tmp))
+        staged = out.with_name(out.name + ".tmp")
+        shutil.rmtree(staged, ignore_errors=True)
+        staged.mkdir(parents=True)
+        for f in path.iterdir():
+            if f.is_file() and f.name != "xstilts-manifest.json":
+                shutil.copy2(f, staged / f.name)
+        (staged / SHIPPED_KEY).write_text(json.dumps({"entry": entry.path.name}) + "\n")
+        shutil.rmtree(out, ignore_errors=True)
+        staged.rename(out)
+    log(f"wrote {out} ({entry.path.name})")
+    return out
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["ship"]:
+        sys.exit("usage: python -m trainables.toymodel ship")
+    ship()
