@@ -9,10 +9,10 @@ search runs it, on two toy model sizes:
 
 Replay, per seed: TPE + ASHA (Optuna's sampler, Ray's ASHA via `search.tuner.SeededASHA`, driven by the recorded
 rung values, as benchmarks/search_efficiency.py replays) runs `--proxy-trials` trials on the small grid; its
-`--top-k` best distinct finished configurations and the baseline then run in full on the large grid (what
-`xstilts search proxy_toy` does); the pick is the best of them on the large grid. Deviation from the proxy
-search: the pick carries its learning rate to the large model (the grid has only the two recorded ones), where
-the search confirms at the preset's.
+`--top-k` best distinct finished mixtures and the baseline then run in full on the large grid at the toy
+preset's intermediate learning rate (3e-4, one of the grid's two), as `xstilts search proxy_toy` confirms them
+(a learning rate found on a small model is not carried to a large one); the pick is the best of those on the
+large grid, the baseline included.
 
   regret      the large grid's best validation objective minus that of the pick (points)
   cost_ratio  (small-stage cost + confirmation cost) / the median cost of TPE + ASHA run directly on the large
@@ -69,18 +69,24 @@ def explore(table: SE.Table, sampler, n_trials: int) -> tuple[list[tuple], float
     return sorted(done, key=lambda k: -done[k]), cost
 
 
-def proxy_once(small: SE.Table, large: SE.Table, seed: int, trials: int, top_k: int) -> dict:
+def preset_lr() -> float:
+    """The toy preset's intermediate learning rate: what the confirmation stage trains at."""
+    from trainables.config import load_config
+
+    return load_config("toy").intermediate.lr
+
+
+def proxy_once(small: SE.Table, large: SE.Table, seed: int, trials: int, top_k: int, lr: float) -> dict:
     """One seed of the proxy procedure: regret and cost (seconds of the recorded grids)."""
     from search.tuner import tpe_sampler
 
     ranked, cost = explore(small, tpe_sampler(seed, len(small.configs)), trials)
-    picks = [k for k in ranked if k[0]][:top_k]  # non-empty mixtures
-    confirm = picks + [k for k in large.index if not k[0]]  # + the baseline
+    mixtures = list(dict.fromkeys(k[0] for k in ranked if k[0]))[:top_k]  # distinct non-empty mixtures, best first
+    confirm = [(m, lr) for m in mixtures] + [k for k in large.index if not k[0]]  # at the preset's lr; + baseline
     by_key = {large.key(c["mixture"], c["intermediate_lr"]): c for c in large.configs}
     cost += sum(by_key[k]["elapsed_s"][-1] for k in confirm)
-    pick = max(picks, key=lambda k: by_key[k]["final"]) if picks else None
-    value = by_key[pick]["final"] if pick else max(c["final"] for c in large.configs if not c["mixture"])
-    return {"regret": large.best - value, "cost": cost, "pick": pick}
+    pick = max(confirm, key=lambda k: by_key[k]["final"])
+    return {"regret": large.best - by_key[pick]["final"], "cost": cost, "pick": pick}
 
 
 def direct_cost(large: SE.Table, seeds: int) -> float | None:
@@ -94,13 +100,17 @@ def direct_cost(large: SE.Table, seeds: int) -> float | None:
     return None if median == math.inf else median
 
 
-def run(small_data: dict, large_data: dict, seeds: int, trials: int = 12, top_k: int = 3) -> dict:
+def run(small_data: dict, large_data: dict, seeds: int, trials: int = 12, top_k: int = 3,
+        lr: float | None = None) -> dict:
+    """The replay (module docstring); `lr`: the confirmation's learning rate (default: the toy preset's)."""
     small, large = SE.Table(small_data), SE.Table(large_data)
     assert set(finals(small)) == set(finals(large)), "the two records must hold the same configurations"
+    lr = preset_lr() if lr is None else lr
+    assert float(lr) in large.lrs, f"the grid's learning rates {large.lrs} lack the preset's {lr}"
     direct = direct_cost(large, seeds)
 
     def summary(n_trials: int, k: int) -> dict:
-        runs = [proxy_once(small, large, seed, n_trials, k) for seed in range(seeds)]
+        runs = [proxy_once(small, large, seed, n_trials, k, lr) for seed in range(seeds)]
         cost = statistics.median(r["cost"] for r in runs)
         return {"proxy_trials": n_trials, "top_k": k, "regret": statistics.median(r["regret"] for r in runs),
                 "p90_regret": sorted(r["regret"] for r in runs)[math.ceil(0.9 * seeds) - 1],

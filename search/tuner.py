@@ -3,7 +3,7 @@
 Objectives: the validation average, or with `objectives: [average, cost]` also the trial's accelerator-hours
 (Optuna's multi-objective TPE; ASHA still stops on the average; Optuna keeps no per-rung history then).
 
-Everything a search keeps lives under `<storage>/<name>/`: Ray's experiment (`ray/`), the Optuna study
+Everything a search keeps lives under `<storage>/<name>/`: Ray's experiment (`ray/<name>/`), the Optuna study
 (`optuna.db`, open it with `optuna-dashboard sqlite:///<storage>/<name>/optuna.db`), `search.json` (the
 parent MLflow run) and `summary.json`.
 

@@ -36,7 +36,7 @@ def _small(large: dict, scale: float, sign: float) -> dict:
 
 def test_a_faithful_proxy_finds_the_best_for_less():
     large = planted()
-    out = bench.run(_small(large, 0.1, 1.0), large, seeds=10, trials=12, top_k=3)
+    out = bench.run(_small(large, 0.1, 1.0), large, seeds=10, trials=12, top_k=3, lr=1e-3)
     assert out["spearman"] == pytest.approx(1.0)
     assert out["regret"] <= 0.5 and out["within_0.5"] >= 8, out  # the goal: within half a point
     assert out["cost_ratio"] < 1.0, out  # 12 cheap trials + 4 confirmations beat searching the large grid
@@ -45,7 +45,7 @@ def test_a_faithful_proxy_finds_the_best_for_less():
 
 def test_a_misleading_proxy_is_reported_as_such():
     large = planted()
-    out = bench.run(_small(large, 0.1, -1.0), large, seeds=10, trials=12, top_k=3)
+    out = bench.run(_small(large, 0.1, -1.0), large, seeds=10, trials=12, top_k=3, lr=1e-3)
     assert out["spearman"] == pytest.approx(-1.0)
     assert out["regret"] > 3.0, out  # the small model's favourites are the large model's worst
 

@@ -612,9 +612,9 @@ def prepare(task_names: Sequence[str], data_dir: Path | str, loader=hub_load, lo
     bar = progress_bar(len(jobs), "data prepare", unit="split")
     try:
         for job in jobs:
-            bar.update(1)
             path = data_dir / job.source.hub_id / job.config / f"{job.split}.parquet"
             if have(job, path):
+                bar.update(1)
                 continue
             bar.set_postfix_str(f"{job.source.hub_id}/{job.config}/{job.split}")
             online(job.source.hub_id)
@@ -630,6 +630,7 @@ def prepare(task_names: Sequence[str], data_dir: Path | str, loader=hub_load, lo
             finally:
                 tmp.unlink(missing_ok=True)
             written.append(path)
+            bar.update(1)
             if job.source.files:
                 entry = files.setdefault(job.source.hub_id, {"urls": {}, "configs": {}})
                 entry["urls"][job.split] = job.source.files[job.split]

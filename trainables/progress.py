@@ -1,7 +1,8 @@
 """Progress bars for long work — training, evaluation, embedding, mining, tokenising, `data prepare`, the toy
 model's build: tqdm on stderr, shown only where stderr is a terminal (tqdm's `disable=None`) and only once the
 work has taken `DELAY_S` seconds, so a log file, CI or a Ray trial (whose stderr is a file) never gets one and
-short work does not flicker. `switch(False)` turns them off for the process (a pipeline config's
+short work does not flicker; only rank 0 of several workers (`RANK`, as torchrun and Ray Train set it) draws
+them. `switch(False)` turns them off for the process (a pipeline config's
 `progress: false`, which the search sets for its trials).
 
   with bar(total, "embed", unit="sent") as b:
@@ -10,6 +11,7 @@ short work does not flicker. `switch(False)` turns them off for the process (a p
 
 from __future__ import annotations
 
+import os
 import sys
 
 DELAY_S = 2.0
@@ -27,4 +29,4 @@ def bar(total: int | None, desc: str, unit: str = "it", **kwargs):
     from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, unit=unit, leave=False, file=sys.stderr, dynamic_ncols=True,
-                delay=DELAY_S, disable=None if _ON[0] else True, **kwargs)
+                delay=DELAY_S, disable=None if _ON[0] and os.environ.get("RANK", "0") == "0" else True, **kwargs)

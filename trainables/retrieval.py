@@ -41,21 +41,20 @@ def knn(queries: np.ndarray, base: np.ndarray, k: int, device: str | torch.devic
         b_all = b_all.to(device)
     sims = np.empty((len(queries), k), dtype=np.float32)
     inds = np.empty((len(queries), k), dtype=np.int64)
-    bar = progress_bar(len(queries), f"nearest {k} of {len(base)}", unit="query")
-    for qs in range(0, len(queries), QUERY_BLOCK):
-        q = q_all[qs:qs + QUERY_BLOCK].to(device)
-        best_s = best_i = None
-        for bs in range(0, len(base), BASE_BLOCK):
-            s = q @ b_all[bs:bs + BASE_BLOCK].to(device).T
-            top_s, top_i = s.topk(min(k, s.shape[1]), dim=1)
-            top_i = top_i + bs
-            if best_s is not None:  # merge with the best of earlier blocks
-                top_s, order = torch.cat([best_s, top_s], 1).topk(k, dim=1)
-                top_i = torch.cat([best_i, top_i], 1).gather(1, order)
-            best_s, best_i = top_s, top_i
-        sims[qs:qs + len(q)], inds[qs:qs + len(q)] = best_s.cpu().numpy(), best_i.cpu().numpy()
-        bar.update(len(q))
-    bar.close()
+    with progress_bar(len(queries), f"nearest {k} of {len(base)}", unit="query") as bar:
+        for qs in range(0, len(queries), QUERY_BLOCK):
+            q = q_all[qs:qs + QUERY_BLOCK].to(device)
+            best_s = best_i = None
+            for bs in range(0, len(base), BASE_BLOCK):
+                s = q @ b_all[bs:bs + BASE_BLOCK].to(device).T
+                top_s, top_i = s.topk(min(k, s.shape[1]), dim=1)
+                top_i = top_i + bs
+                if best_s is not None:  # merge with the best of earlier blocks
+                    top_s, order = torch.cat([best_s, top_s], 1).topk(k, dim=1)
+                    top_i = torch.cat([best_i, top_i], 1).gather(1, order)
+                best_s, best_i = top_s, top_i
+            sims[qs:qs + len(q)], inds[qs:qs + len(q)] = best_s.cpu().numpy(), best_i.cpu().numpy()
+            bar.update(len(q))
     return sims, inds
 
 

@@ -36,7 +36,7 @@ from trainables.train import fit, mlm_batches
 # kernel splits it over threads, and one rounding difference in phase 1 changes every score downstream.
 TOY_THREADS = 2
 SHIPPED = Path(__file__).resolve().parent / "prebuilt" / "toy-model"
-SHIPPED_KEY = "xstilts-shipped.json"  # {"entry": "toy-model-<key>"}: the recipe the shipped model was built from
+SHIPPED_KEY = "xstilts-shipped.json"  # {"entry": "toy-model-<key>", "files": {name: [size, sha256]}}
 
 
 @contextlib.contextmanager
@@ -60,16 +60,33 @@ def toy_model(data_dir: Path, cache_dir: Path, cfg, seed: int = 0, log=print) ->
     corpus, tok_dir = Path(data_dir) / "mlm" / "corpus.txt", Path(data_dir) / "tokenizer"
     if shipped_entry() == entry.path.name:
         def build(tmp: Path) -> dict:
-            log("phase 1 (toy): the toy model that ships with xstilts (built from this very recipe)")
-            for f in SHIPPED.iterdir():
-                if f.is_file() and f.name != SHIPPED_KEY:
-                    shutil.copy2(f, tmp / f.name)
-            return {"corpus": str(corpus), "shipped": True}
+            files: dict = {}
+            try:
+                files = json.loads((SHIPPED / SHIPPED_KEY).read_text())["files"]
+                for name in files:
+                    shutil.copyfile(SHIPPED / name, tmp / name)  # (not the package's permissions)
+                if files and _listing(tmp) == files:
+                    log("phase 1 (toy): the toy model that ships with xstilts (built from this very recipe)")
+                    return {"corpus": str(corpus), "shipped": True}
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+            for name in files:  # a partial or altered copy (an LFS pointer, a cut download): build instead
+                (tmp / name).unlink(missing_ok=True)
+            log("phase 1 (toy): the shipped toy model's files do not match their record; building it")
+            return _build_toy(corpus, tok_dir, Path(data_dir) / "mlm" / "parallel.tsv", cfg, seed, log, tmp)
     else:
         def build(tmp: Path) -> dict:
             return _build_toy(corpus, tok_dir, Path(data_dir) / "mlm" / "parallel.tsv", cfg, seed, log, tmp)
     path, _, _ = entry.get_or_build(build)
     return path
+
+
+def _listing(folder: Path) -> dict[str, list]:
+    """{file name: [size, sha256]} of the model files in `folder` (not the cache's own bookkeeping)."""
+    import hashlib
+
+    return {f.name: [f.stat().st_size, hashlib.sha256(f.read_bytes()).hexdigest()] for f in sorted(folder.iterdir())
+            if f.is_file() and not f.name.startswith(("xstilts-", "."))}
 
 
 def shipped_entry() -> str | None:
@@ -181,10 +198,10 @@ def ship(out: Path = SHIPPED, log=print) -> Path:
         staged = out.with_name(out.name + ".tmp")
         shutil.rmtree(staged, ignore_errors=True)
         staged.mkdir(parents=True)
-        for f in path.iterdir():
-            if f.is_file() and f.name != "xstilts-manifest.json":
-                shutil.copy2(f, staged / f.name)
-        (staged / SHIPPED_KEY).write_text(json.dumps({"entry": entry.path.name}) + "\n")
+        files = _listing(path)
+        for name in files:
+            shutil.copyfile(path / name, staged / name)
+        (staged / SHIPPED_KEY).write_text(json.dumps({"entry": entry.path.name, "files": files}, indent=1) + "\n")
         shutil.rmtree(out, ignore_errors=True)
         staged.rename(out)
     log(f"wrote {out} ({entry.path.name})")

@@ -198,11 +198,11 @@ def fit(model: torch.nn.Module, draw: Callable[[], object], loss_of: Callable[[o
             break
         if step + 1 < steps and hooks.due(step + 1):
             hooks.save(model, opt, sched, step + 1, extra if extra is not None else {})
-        if bar:
+        if bar is not None:
             bar.update(1)
             if (step + 1) % 20 == 0:
                 bar.set_postfix(loss=f"{torch.stack(list(losses)).mean().item():.3f}")
-    if bar:
+    if bar is not None:
         bar.close()
     final = torch.stack(list(losses)).float().mean().item() if losses else float("nan")
     return {"steps": done, "resumed_at": start, "final_loss": final}
