@@ -180,19 +180,30 @@ def finish_tracking(root: Path, closer: CloseRuns, patience_s: float = 120.0) ->
     closer.settle()
 
 
-def ray_log_to(path: Path) -> None:
-    """Ray Tune's own log (trial failures with their tracebacks, retries) goes to a file in the search folder;
-    the terminal keeps the live table and one `error:` line per problem."""
-    import logging
-    import sys
+LIBRARY_LOGGERS = ("ray", "mlflow", "optuna")
 
-    logger = logging.getLogger("ray")
-    for handler in list(logger.handlers):
-        if isinstance(handler, logging.StreamHandler) and getattr(handler, "stream", None) in (sys.stderr, sys.stdout):
-            logger.removeHandler(handler)
+
+def libraries_log_to(path: Path) -> None:
+    """Ray's, MLflow's and Optuna's own logs (Ray's start-up and token notices, trial failures with their
+    tracebacks, retries; MLflow's database set-up; Optuna's new-study lines) go to a file in the search folder;
+    the terminal keeps the live table, the results and one `error:` line per problem. Called again after
+    `ray.init`, which may add its console handler back; a later search in the same process (a proxy search's
+    second stage) moves them to its own file."""
+    import logging
+
+    import mlflow  # noqa: F401  (importing it installs its console handler, replaced below)
+
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logger.addHandler(handler)
+    handler.xstilts = True
+    for name in LIBRARY_LOGGERS:
+        logger = logging.getLogger(name)
+        for old in list(logger.handlers):
+            console = isinstance(old, logging.StreamHandler) and not isinstance(old, logging.FileHandler)
+            if console or getattr(old, "xstilts", False):  # (MLflow writes to a stream object of its own)
+                logger.removeHandler(old)
+        logger.addHandler(handler)
+        logger.propagate = False
 
 
 def preflight(cfg: SearchConfig, base, uri: str, resume: bool, address: str | None) -> None:
@@ -272,7 +283,10 @@ def run_search(cfg: SearchConfig, resume: bool = False, address: str | None = No
     from trainables.pipeline import base_model, ensure_toy_data
 
     env = {**forwarded_env(cfg.env), **OFFLINE}  # trials never read the Hub: the driver prepares what they need
+    root.mkdir(parents=True, exist_ok=True)
+    libraries_log_to(root / "ray-driver.log")
     init_ray(address, env)
+    libraries_log_to(root / "ray-driver.log")
     check_resources(cfg, base.distributed.workers)
     if not cfg.replay:  # replayed trials (search/replay.py) read a record: no data, no model
         ensure_toy_data(base, console.print)
@@ -282,8 +296,6 @@ def run_search(cfg: SearchConfig, resume: bool = False, address: str | None = No
         console.print(f"{nodes} nodes see storage, cache and data as the driver does; forwarded to trials: "
                       f"{', '.join(sorted(env)) or 'nothing'}")
     check_tracking(uri)
-    root.mkdir(parents=True, exist_ok=True)
-    ray_log_to(root / "ray-driver.log")
     if base.model.name == "toy" and not cfg.replay:  # phase 1 once, in the driver, before trials race to build it
         base_model(base, Path(base.data_dir) if base.data_dir else None, console.print)
     parent = parent_run(cfg, uri, resume)

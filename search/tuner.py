@@ -219,6 +219,9 @@ def init_ray(address: str | None, env: dict[str, str] | None = None) -> None:
     # Ray's "snapshotting may become a bottleneck" warning only fires with CheckpointConfig(num_to_keep), which
     # build_tuner no longer sets (that forced snapshot was the bottleneck); kept off for restored older searches.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Tune's console output (the configuration box, "View detailed results", the TensorBoard hint): off. The
+    # search prints its own live table; the older output engine prints nothing at verbose=0.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     address = address or os.environ.get("RAY_ADDRESS")
     if ray.is_initialized():
         return
