@@ -480,3 +480,31 @@ def test_the_ray_experiment_is_named_after_the_search(tmp_path):
     (search_dir(cfg) / "ray").mkdir(parents=True)
     (search_dir(cfg) / "ray" / "tuner.pkl").write_bytes(b"")
     assert experiment_dir(cfg) == search_dir(cfg) / "ray"
+
+
+def test_library_chatter_goes_to_the_search_log_not_the_console(tmp_path, capfd):
+    """Ray's, MLflow's (its own stream object) and Optuna's messages land in `<search>/ray-driver.log`; a second
+    call (a proxy search's second stage) moves them to its own file, not to both."""
+    import logging
+
+    import mlflow  # noqa: F401  (installs MLflow's console handler, as in a search)
+    import optuna
+
+    from search.run import LIBRARY_LOGGERS, libraries_log_to
+
+    saved = {n: (logging.getLogger(n).handlers[:], logging.getLogger(n).propagate) for n in LIBRARY_LOGGERS}
+    try:
+        optuna.logging.enable_default_handler()
+        libraries_log_to(tmp_path / "a.log")
+        for name in ("ray.tune", "mlflow.store.db.utils", "optuna.storages"):
+            logging.getLogger(name).warning("chatter from %s", name)
+        libraries_log_to(tmp_path / "b.log")
+        logging.getLogger("mlflow").warning("second stage")
+    finally:
+        for name, (handlers, propagate) in saved.items():
+            logging.getLogger(name).handlers, logging.getLogger(name).propagate = handlers, propagate
+    out, err = capfd.readouterr()
+    assert "chatter" not in out + err and "second stage" not in out + err, err
+    first = (tmp_path / "a.log").read_text()
+    assert all(f"chatter from {n}" in first for n in ("ray.tune", "mlflow.store.db.utils", "optuna.storages"))
+    assert "second stage" not in first and "second stage" in (tmp_path / "b.log").read_text()
