@@ -183,26 +183,44 @@ def finish_tracking(root: Path, closer: CloseRuns, patience_s: float = 120.0) ->
 LIBRARY_LOGGERS = ("ray", "mlflow", "optuna")
 
 
-def libraries_log_to(path: Path) -> None:
+def libraries_log_to(path: Path | None) -> None:
     """Ray's, MLflow's and Optuna's own logs (Ray's start-up and token notices, trial failures with their
     tracebacks, retries; MLflow's database set-up; Optuna's new-study lines) go to a file in the search folder;
-    the terminal keeps the live table, the results and one `error:` line per problem. Called again after
-    `ray.init`, which may add its console handler back; a later search in the same process (a proxy search's
-    second stage) moves them to its own file."""
+    the terminal keeps the live table, the results and one `error:` line per problem. `path` None: hold them in
+    memory until a file is given — the search folder is written only once every check has passed, so a refused
+    search leaves nothing behind. Called again after `ray.init`, which may add its console handler back; a later
+    search in the same process (a proxy search's second stage) moves them to its own file."""
     import logging
+    from logging.handlers import MemoryHandler
 
     import mlflow  # noqa: F401  (importing it installs its console handler, replaced below)
 
-    handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    ours = {h for n in LIBRARY_LOGGERS for h in logging.getLogger(n).handlers if getattr(h, "xstilts", False)}
+    held = [h for h in ours if isinstance(h, MemoryHandler)]
+    if path is None and held:
+        handler = held[0]  # keep holding in the same buffer
+    elif path is None:
+        class Held(MemoryHandler):
+            def emit(self, record):  # bounded, and never flushed by itself (no target yet)
+                if len(self.buffer) < self.capacity:
+                    self.buffer.append(record)
+
+        handler = Held(capacity=10_000)
+    else:
+        handler = logging.FileHandler(path)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        for buffer in held:  # what was said before the folder existed
+            buffer.setTarget(handler)
+            buffer.flush()
     handler.xstilts = True
     for name in LIBRARY_LOGGERS:
         logger = logging.getLogger(name)
         for old in list(logger.handlers):
             console = isinstance(old, logging.StreamHandler) and not isinstance(old, logging.FileHandler)
-            if console or getattr(old, "xstilts", False):  # (MLflow writes to a stream object of its own)
+            if (console or getattr(old, "xstilts", False)) and old is not handler:  # (MLflow's stream is its own)
                 logger.removeHandler(old)
-        logger.addHandler(handler)
+        if handler not in logger.handlers:
+            logger.addHandler(handler)
         logger.propagate = False
 
 
@@ -283,10 +301,9 @@ def run_search(cfg: SearchConfig, resume: bool = False, address: str | None = No
     from trainables.pipeline import base_model, ensure_toy_data
 
     env = {**forwarded_env(cfg.env), **OFFLINE}  # trials never read the Hub: the driver prepares what they need
-    root.mkdir(parents=True, exist_ok=True)
-    libraries_log_to(root / "ray-driver.log")
+    libraries_log_to(None)  # (held until the search folder exists)
     init_ray(address, env)
-    libraries_log_to(root / "ray-driver.log")
+    libraries_log_to(None)
     check_resources(cfg, base.distributed.workers)
     if not cfg.replay:  # replayed trials (search/replay.py) read a record: no data, no model
         ensure_toy_data(base, console.print)
@@ -296,6 +313,8 @@ def run_search(cfg: SearchConfig, resume: bool = False, address: str | None = No
         console.print(f"{nodes} nodes see storage, cache and data as the driver does; forwarded to trials: "
                       f"{', '.join(sorted(env)) or 'nothing'}")
     check_tracking(uri)
+    root.mkdir(parents=True, exist_ok=True)
+    libraries_log_to(root / "ray-driver.log")
     if base.model.name == "toy" and not cfg.replay:  # phase 1 once, in the driver, before trials race to build it
         base_model(base, Path(base.data_dir) if base.data_dir else None, console.print)
     parent = parent_run(cfg, uri, resume)

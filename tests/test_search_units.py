@@ -483,7 +483,8 @@ def test_the_ray_experiment_is_named_after_the_search(tmp_path):
 
 
 def test_library_chatter_goes_to_the_search_log_not_the_console(tmp_path, capfd):
-    """Ray's, MLflow's (its own stream object) and Optuna's messages land in `<search>/ray-driver.log`; a second
+    """Ray's, MLflow's (its own stream object) and Optuna's messages land in `<search>/ray-driver.log` — those said
+    before the folder may be written (a refused search writes nothing) are held and written there then; a second
     call (a proxy search's second stage) moves them to its own file, not to both."""
     import logging
 
@@ -495,6 +496,10 @@ def test_library_chatter_goes_to_the_search_log_not_the_console(tmp_path, capfd)
     saved = {n: (logging.getLogger(n).handlers[:], logging.getLogger(n).propagate) for n in LIBRARY_LOGGERS}
     try:
         optuna.logging.enable_default_handler()
+        libraries_log_to(None)  # before the search folder may be written: held in memory
+        logging.getLogger("ray").warning("said before the folder existed")
+        libraries_log_to(None)  # (again after ray.init: the same buffer)
+        assert not list(tmp_path.iterdir())
         libraries_log_to(tmp_path / "a.log")
         for name in ("ray.tune", "mlflow.store.db.utils", "optuna.storages"):
             logging.getLogger(name).warning("chatter from %s", name)
@@ -507,4 +512,5 @@ def test_library_chatter_goes_to_the_search_log_not_the_console(tmp_path, capfd)
     assert "chatter" not in out + err and "second stage" not in out + err, err
     first = (tmp_path / "a.log").read_text()
     assert all(f"chatter from {n}" in first for n in ("ray.tune", "mlflow.store.db.utils", "optuna.storages"))
+    assert "said before the folder existed" in first and "said before" not in out + err
     assert "second stage" not in first and "second stage" in (tmp_path / "b.log").read_text()
