@@ -50,12 +50,12 @@ def finals(table: SE.Table) -> dict[tuple, float]:
     return {table.key(c["mixture"], c["intermediate_lr"]): c["final"] for c in table.configs}
 
 
-def spearman(small: SE.Table, large: SE.Table) -> float:
-    from scipy.stats import spearmanr
+def spearman(small: SE.Table, large: SE.Table) -> float | None:
+    """Rank correlation of the configurations' final objectives on the two sizes (the proxy search's measure)."""
+    from search.proxy import spearman as rank_correlation
 
     a, b = finals(small), finals(large)
-    keys = sorted(a)
-    return float(spearmanr([a[k] for k in keys], [b[k] for k in keys]).statistic)
+    return rank_correlation([a[k] for k in sorted(a)], [b[k] for k in sorted(a)])
 
 
 def explore(table: SE.Table, sampler, n_trials: int) -> tuple[list[tuple], float]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from logging.handlers import MemoryHandler
 from pathlib import Path
 
 from rich.console import Console
@@ -183,6 +184,14 @@ def finish_tracking(root: Path, closer: CloseRuns, patience_s: float = 120.0) ->
 LIBRARY_LOGGERS = ("ray", "mlflow", "optuna")
 
 
+class _Held(MemoryHandler):
+    """Library log records held until the search folder may be written: bounded, never flushed by itself."""
+
+    def emit(self, record):
+        if len(self.buffer) < self.capacity:
+            self.buffer.append(record)
+
+
 def libraries_log_to(path: Path | None) -> None:
     """Ray's, MLflow's and Optuna's own logs (Ray's start-up and token notices, trial failures with their
     tracebacks, retries; MLflow's database set-up; Optuna's new-study lines) go to a file in the search folder;
@@ -191,21 +200,15 @@ def libraries_log_to(path: Path | None) -> None:
     search leaves nothing behind. Called again after `ray.init`, which may add its console handler back; a later
     search in the same process (a proxy search's second stage) moves them to its own file."""
     import logging
-    from logging.handlers import MemoryHandler
 
     import mlflow  # noqa: F401  (importing it installs its console handler, replaced below)
 
     ours = {h for n in LIBRARY_LOGGERS for h in logging.getLogger(n).handlers if getattr(h, "xstilts", False)}
-    held = [h for h in ours if isinstance(h, MemoryHandler)]
+    held = [h for h in ours if isinstance(h, _Held)]
     if path is None and held:
         handler = held[0]  # keep holding in the same buffer
     elif path is None:
-        class Held(MemoryHandler):
-            def emit(self, record):  # bounded, and never flushed by itself (no target yet)
-                if len(self.buffer) < self.capacity:
-                    self.buffer.append(record)
-
-        handler = Held(capacity=10_000)
+        handler = _Held(capacity=10_000)
     else:
         handler = logging.FileHandler(path)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

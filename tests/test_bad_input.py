@@ -185,6 +185,7 @@ def test_resume_with_a_changed_search_space(workdir, toy_dir, capsys):
     assert "already exists" in err and "--resume" in err
 
 
+@pytest.mark.slow  # seconds of training or a subprocess: not the fast layer
 def test_workers_without_ray_train(workdir, toy_dir):
     import subprocess
     import sys

@@ -32,6 +32,7 @@ def test_tasks_json_lists_10_intermediate_and_9_targets():
         assert {"name", "role", "kind", "languages", "train_on", "metric", "source"} <= set(t)
 
 
+@pytest.mark.slow  # seconds of training or a subprocess: not the fast layer
 def test_toy_then_inspect(tmp_path):
     assert run("data", "toy", "--out", str(tmp_path / "d")).returncode == 0
     out = run("data", "inspect", "xnli", "--data-dir", str(tmp_path / "d"), "--json")

@@ -54,6 +54,7 @@ def test_malformed_yaml(tmp_path):
         load_config(bad)
 
 
+@pytest.mark.slow  # seconds of training or a subprocess: not the fast layer
 def test_cli_rejects_bad_config_before_training(tmp_path):
     """Fails in well under the time a model load would take, with one line and exit status 2."""
     start = time.time()

@@ -5,6 +5,7 @@ Run: pytest tests/test_embedding.py
 """
 
 import numpy as np
+import pytest
 import torch
 
 from trainables.model import MultiTaskModel, load_encoder
@@ -22,6 +23,7 @@ def test_token_batches_stay_within_the_budget_and_keep_every_item_once():
     assert list(token_batches([0, 1], [50, 900], budget=100)) == [[0], [1]]  # one too long still goes, alone
 
 
+@pytest.mark.slow  # seconds of training or a subprocess: not the fast layer
 def test_sorted_token_batched_embeddings_equal_one_sentence_at_a_time(tiny_mlm_base, toy_tokenizer):
     torch.manual_seed(0)
     model = MultiTaskModel(load_encoder(tiny_mlm_base))

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -17,6 +19,7 @@ def test_trainables_source_never_imports_ray_or_optuna():
     assert offenders == []
 
 
+@pytest.mark.slow  # seconds of training or a subprocess: not the fast layer
 def test_importing_every_trainables_module_loads_neither():
     modules = [f"trainables.{p.stem}" for p in (ROOT / "trainables").glob("*.py") if p.stem != "__main__"]
     code = ("import importlib, sys\n"

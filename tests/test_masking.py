@@ -45,6 +45,7 @@ def test_masking_chooses_fifteen_percent_of_ordinary_tokens_and_never_a_special(
     assert replaced.any() and not special_mask(masked[replaced], tok).any()  # random replacements are ordinary
 
 
+@pytest.mark.slow  # seconds of training or a subprocess: not the fast layer
 def test_mlm_loss_is_finite_and_learns_with_xlmr_layout(toy_tokenizer):
     from transformers import XLMRobertaConfig, XLMRobertaForMaskedLM
 

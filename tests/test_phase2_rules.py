@@ -41,6 +41,7 @@ def _phase2(cfg, base, out):
                     "out": str(out), "key": "x"})
 
 
+@pytest.mark.slow  # seconds of training or a subprocess: not the fast layer
 def test_one_task_per_optimiser_step(toy_dir, tiny, tmp_path):
     cfg = _cfg(toy_dir, tmp_path, tiny, "intermediate.mixture={mnli: 1.0, qqp: 1.0, sst2: 1.0}",
                "intermediate.steps=6", "intermediate.grad_accum=8", "intermediate.batch_size=4",

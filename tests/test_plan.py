@@ -52,6 +52,7 @@ def test_suggestion_keeps_the_global_batch():
         assert int(over["intermediate.batch_size"]) * int(over["intermediate.grad_accum"]) == 32
 
 
+@pytest.mark.slow  # seconds of training or a subprocess: not the fast layer
 def test_cli_plan_json(tmp_path):
     out = subprocess.run([sys.executable, "-m", "search.cli", "plan", str(PRESET), "model.name=facebook/xlm-roberta-xxl",
                           "--gpus", "4", "--gpu-memory-gb", "80", "--json", str(tmp_path / "p.json")],

@@ -63,6 +63,7 @@ def test_xquad_and_mlqa_pay_for_one_squad_finetune():
     assert apart["xquad"] > 0 and apart["mlqa"] == pytest.approx(phase3["mlqa"], rel=0.01)
 
 
+@pytest.mark.slow  # seconds of training or a subprocess: not the fast layer
 def test_cli_prices_a_search_preset_and_a_scaling_study(tmp_path):
     out = subprocess.run([sys.executable, "-m", "search.cli", "plan", "mixture", "--gpus", "8", "--gpu-type", "h100",
                           "--json", str(tmp_path / "m.json")], capture_output=True, text=True, cwd=tmp_path)
@@ -81,6 +82,7 @@ def test_cli_prices_a_search_preset_and_a_scaling_study(tmp_path):
     assert bad.returncode != 0 and "unknown --gpu-type 'tpu'" in bad.stderr
 
 
+@pytest.mark.slow  # seconds of training or a subprocess: not the fast layer
 def test_the_toy_is_priced_on_its_own_data_and_this_cpu(tmp_path, monkeypatch):
     """No toy data yet (a fresh clone): the toy benchmark is written to a scratch folder for its sizes, never the
     real datasets' table; the CPU's FLOP/s is measured here."""

@@ -210,6 +210,7 @@ def test_asha_keeps_its_rungs_across_a_restore(tmp_path):
     assert _asha_run(plain, rewards, crash_after=crash) != straight  # the bug SeededASHA's records fix
 
 
+@pytest.mark.slow  # seconds of training or a subprocess: not the fast layer
 def test_buffered_tracker_keeps_everything_while_the_store_is_down(tmp_path):
     """A trial's tracker whose server is unreachable queues its calls (mirrored to the spill file) instead of
     failing; when the store answers again, everything goes out in order, the run is closed, the file removed."""

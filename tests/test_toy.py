@@ -19,6 +19,7 @@ def _digest(folder):
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow  # seconds of training or a subprocess: not the fast layer
 def test_same_seed_byte_identical_other_seed_differs(tmp_path, toy_dir):
     a = _digest(write_toy(tmp_path / "a", seed=0))
     assert a == _digest(toy_dir)
@@ -85,6 +86,7 @@ def test_toy_tokenizer_round_trips(toy_tokenizer):
     assert toy_tokenizer.decode(ids, skip_special_tokens=True) == "anna sees the red fox"
 
 
+@pytest.mark.slow  # seconds of training or a subprocess: not the fast layer
 def test_toy_model_is_the_same_whatever_threads_the_machine_gives(toy_dir, tmp_path):
     """Same seed, same toy model, bit for bit, whether the process had 1 thread or 2 (a float sum's order
     depends on the kernel's split over threads; the build pins its own count, `toymodel.TOY_THREADS`)."""

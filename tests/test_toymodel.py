@@ -42,6 +42,7 @@ def test_a_cache_gets_the_shipped_model_for_its_recipe_only(toy_dir, tmp_path):
     assert '"hidden_size": 32' in (other / "config.json").read_text()
 
 
+@pytest.mark.slow  # seconds of training or a subprocess: not the fast layer
 def test_a_shipped_file_that_does_not_match_its_record_is_never_used(toy_dir, tmp_path, monkeypatch):
     """A cut download or an LFS pointer in place of the weights: the cache builds instead of publishing it."""
     cfg = update(load_config("toy").model, {"hidden_size": 32, "layers": 1, "heads": 2, "mlm_steps": 3})
