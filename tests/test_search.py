@@ -101,7 +101,7 @@ def test_toy_search_end_to_end(tmp_path, toy_dir, cache):
     for t in study.trials:
         assert t.user_attrs["mlflow_run_id"] == runs[t.number].info.run_id
         assert t.user_attrs["ray_trial_id"] == runs[t.number].data.tags["ray.trial_id"]
-    results = [json.loads(line) for f in (tmp_path / "searches/e2e/ray").glob("*/result.json")
+    results = [json.loads(line) for f in (tmp_path / "searches/e2e/ray/e2e").glob("*/result.json")
                for line in f.read_text().splitlines()]
     assert results and all({"validation/target/xnli/score", "validation/target/pawsx/score"} <= set(r)
                            for r in results if r["rung"] == 2)
