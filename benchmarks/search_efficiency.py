@@ -3,28 +3,37 @@
 Two steps, the way HPO libraries compare optimisers without retraining (a tabular benchmark, as in HPOBench or
 Syne Tune's simulated backend):
 
-  --record   runs the grid once, each point exactly as a trial of the default toy search runs it (its base
-             config and the point's typed spec; one thread each, two at a time; phase 1 and the tokenised features
-             from the cache, as in a search; phases 2 and 3 cold): every non-empty subset of the toy candidates at
-             equal weights, at each of the grid's intermediate learning rates, plus the baseline. It writes each
-             configuration's per-rung validation objective, the wall time at which each rung finished, its
-             per-target scores and the LogME transferability of its phase-2 encoder to
-             benchmarks/records/toy_grid.json (checked in).
-  (default)  replays search strategies against that record, >= 20 seeds each: random, TPE, random + ASHA, and
-             TPE + ASHA (grace period 1 rung, and 4 as in configs/search/toy.yaml; reduction factor 2), with Optuna's own samplers and Ray's own ASHA (`search.tuner.SeededASHA`, the scheduler
-             the search uses) driven by the recorded rung values, one trial at a time. A trial's cost is the
-             recorded time of the rungs it ran; a configuration seen before costs only the rungs not yet paid for
-             (xstilts' phase-2 and phase-3 caches make a repeat free). A strategy's cost on one seed: the
-             summed cost until a trial *finishes* with a final score within 0.5 point of the grid's best.
+  --record   runs a grid once, each point exactly as a trial of the default toy search runs it (its base config
+             and the point's typed spec; one thread each, two at a time; phase 1 and the tokenised features from
+             the cache, as in a search; phases 2 and 3 cold), and writes each configuration's per-rung validation
+             objective, the wall time at which each rung finished, its per-target scores and the LogME
+             transferability of its phase-2 encoder (checked in under benchmarks/records/). Two grids (`--grid`):
+               subsets  toy_grid.json: every non-empty subset of the 4 toy candidates at equal weights x lr 1e-4,
+                        3e-4, plus the baseline: 31 configurations on the toy preset's model (issue 11);
+               weights  toy_grid_weights.json: weights 0 / 0.5 / 1 per task over 5 candidates (+ ccg), mixtures
+                        of at most 2 tasks, x lr 1e-4, 1.7e-4, 3e-4, plus the baseline: 106 configurations on the
+                        small toy model (2 x 64), a harder space where weights matter (issue 23).
+  (default)  replays search strategies against a record, >= 20 seeds each: random, TPE, random + ASHA, and
+             TPE + ASHA (grace period 1 rung, and 4; reduction factor 2), with Optuna's own samplers and Ray's own
+             ASHA (`search.tuner.SeededASHA`, the scheduler the search uses) driven by the recorded rung values,
+             one trial at a time, in the search's space (per task in or out, its weight when in; for a grid of
+             mixtures of at most k tasks, k task slots with their weights: `Table.suggest`). A
+             trial's cost is the recorded time of the rungs it ran; a configuration seen before (the same mixture
+             up to scale) costs only the rungs not yet paid for (xstilts' phase-2 and phase-3 caches make a repeat
+             free). A strategy's cost on one seed: the summed cost until a trial *finishes* with a final score
+             within 0.5 point of the grid's best.
 
 Output (`--json FILE`): {"grid_cost": s, "best": {...}, "strategies": {name: {"seeds", "median_cost", "p90_cost",
 "reached", "median_trials"}}, "ratios": {...}, "transfer_spearman": {...}, "effects": {"<task> @ <lr>": {target:
-points vs the baseline}}} (the toy world's planted affinities, as measured). Goal (issue 11): TPE + ASHA's median cost <= 1/3 of the grid's
-and <= 1/2 of random search's.
+points vs the baseline}}} (the toy world's planted affinities, as measured). Goals: TPE + ASHA's median cost
+<= 1/3 of the grid's and <= 1/2 of random search's on `subsets` (issue 11); <= 1/5 and <= 1/2 on `weights`
+(issue 23).
 
-Run:  python benchmarks/search_efficiency.py [--seeds 50] [--json out.json]
-      python benchmarks/search_efficiency.py --shapes [--seeds 20]   (TPE + ASHA per grace x reduction factor)
-      python benchmarks/search_efficiency.py --record [--data-dir toy_data]     (2 cores: about 15 minutes)
+Run:  python benchmarks/search_efficiency.py [--grid weights] [--seeds 50] [--json out.json]
+      python benchmarks/search_efficiency.py --shapes [--seeds 20]     (TPE + ASHA per grace x reduction factor)
+      python benchmarks/search_efficiency.py --samplers [--seeds 20]   (TPE settings under ASHA)
+      python benchmarks/search_efficiency.py --record [--grid weights] [--data-dir toy_data]
+                 (2 cores: subsets ~20 minutes, weights ~30)
 """
 
 from __future__ import annotations
@@ -46,17 +55,47 @@ CANDIDATES = ["mnli", "qqp", "squad_v1", "sst2"]
 LRS = [1.0e-4, 3.0e-4]  # the ends of configs/search/toy.yaml's intermediate_lr range
 WITHIN = 0.5
 TRANSFER_TARGETS = ("xnli", "pawsx")  # the toy's sentence-classification targets (LogME needs sentence labels)
+SMALL = {"hidden_size": 64, "layers": 2, "heads": 2, "mlm_steps": 2000}  # the proxy toy's model (2 x 64)
+# The recorded grids. `subsets`: every non-empty subset at equal weights (issue 11's grid, the toy preset's model).
+# `weights`: weights 0 / 0.5 / 1 per task over 5 candidates (ccg, whose planted target is udpos, joins), mixtures of
+# at most 2 tasks (the replay's space: two task slots), x 3 learning rates: 35 mixtures x 3 + the
+# baseline = 106 configurations, on the small toy model (2 x 64): recording took 27 minutes rather than ~2 hours.
+GRIDS = {
+    "subsets": {"record": RECORD, "candidates": CANDIDATES, "lrs": LRS, "weights": [1.0], "max_tasks": None,
+                "model": None},
+    "weights": {"record": ROOT / "benchmarks" / "records" / "toy_grid_weights.json",
+                "candidates": CANDIDATES + ["ccg"], "lrs": [1.0e-4, 1.7e-4, 3.0e-4], "weights": [0.5, 1.0],
+                "max_tasks": 2, "model": SMALL},
+}
 
 
 # ---------------------------------------------------------------------------------------------- recording
-def grid_points() -> list[dict]:
-    """The baseline, then every non-empty subset at equal weights, at each learning rate."""
-    points = [{"mixture": {}, "intermediate_lr": None}]
-    for k in range(1, len(CANDIDATES) + 1):
-        for subset in itertools.combinations(CANDIDATES, k):
-            for lr in LRS:
-                points.append({"mixture": {t: 1.0 for t in subset}, "intermediate_lr": lr})
-    return points
+def mixtures(candidates: list[str], weights: list[float], max_tasks: int | None) -> list[dict]:
+    """Every distinct non-empty mixture with weights from `weights` (0 = out) of at most `max_tasks` tasks; two
+    mixtures are the same when one is a multiple of the other (sampling normalises weights)."""
+    seen, out = set(), []
+    for k in range(1, (max_tasks or len(candidates)) + 1):
+        for subset in itertools.combinations(candidates, k):
+            for ws in itertools.product(weights, repeat=k):
+                mixture = dict(zip(subset, ws))
+                if (key := mixture_key(mixture)) not in seen:
+                    seen.add(key)
+                    out.append(dict(key))  # written normalised: the largest weight is 1
+    return out
+
+
+def mixture_key(mixture: dict) -> tuple:
+    """A mixture up to scale: (task, weight / the largest weight), sorted."""
+    top = max(mixture.values(), default=1.0)
+    return tuple(sorted((t, round(w / top, 6)) for t, w in mixture.items()))
+
+
+def grid_points(grid: str = "subsets") -> list[dict]:
+    """The baseline, then every mixture of the grid at each of its learning rates."""
+    g = GRIDS[grid]
+    return [{"mixture": {}, "intermediate_lr": None}] + [
+        {"mixture": m, "intermediate_lr": lr} for m in mixtures(g["candidates"], g["weights"], g["max_tasks"])
+        for lr in g["lrs"]]
 
 
 def _measure(point: dict, data_dir: str, cache: str, model: dict | None = None) -> dict:
@@ -103,15 +142,17 @@ def _base(data_dir: str, cache: str, model: dict | None):
                   {"data_dir": data_dir, "cache_dir": cache, **({"model": model} if model else {})})
 
 
-def record(data_dir: Path, out: Path, workers: int = 2, model: dict | None = None) -> dict:
-    """Run every grid point (two at a time on 2 cores) from a cache holding only the toy model; `model`: toy
-    model settings other than the preset's (benchmarks/proxy_transfer.py records a smaller size)."""
+def record(data_dir: Path, out: Path, workers: int = 2, model: dict | None = None, grid: str = "subsets") -> dict:
+    """Run every point of `grid` (two at a time on 2 cores) from a cache holding only the toy model; `model`: toy
+    model settings other than the grid's (benchmarks/proxy_transfer.py records the subsets grid at two sizes)."""
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
     from trainables.config import update
     from trainables.pipeline import base_model, ensure_toy_data
 
+    g = GRIDS[grid]
+    model = model or g["model"]
     shared = ROOT / ".xstilts" / "cache"
     base = _base(str(data_dir), str(shared), model)
     ensure_toy_data(base)
@@ -125,18 +166,19 @@ def record(data_dir: Path, out: Path, workers: int = 2, model: dict | None = Non
     from search.space import TrialSpec
     from trainables.pipeline import Pipeline
 
-    warm = update(TrialSpec(mixture={t: 1.0 for t in CANDIDATES}).pipeline_config(base),
+    warm = update(TrialSpec(mixture={t: 1.0 for t in g["candidates"]}).pipeline_config(base),
                   {"cache_dir": str(cache), "intermediate": {"steps": 1}})
     for _ in Pipeline(warm, log=lambda *a: None).targets():
         pass
     for entry in [*cache.glob("phase2-*"), *cache.glob("phase3-*")]:
         shutil.rmtree(entry)
-    points = grid_points()
+    points = grid_points(grid)
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
         configs = list(pool.map(_measure, points, [str(data_dir)] * len(points), [str(cache)] * len(points),
                                 [model] * len(points)))
     toy = (ROOT / "configs" / "search" / "toy.yaml").read_text()
-    data = {"settings": {"candidates": CANDIDATES, "lrs": LRS, "search": "configs/search/toy.yaml",
+    data = {"settings": {"grid": grid, "candidates": g["candidates"], "lrs": g["lrs"], "weights": g["weights"],
+                         "max_tasks": g["max_tasks"], "search": "configs/search/toy.yaml",
                          "overrides": [line for line in toy.splitlines() if line.startswith("overrides:")][0][11:],
                          "workers": workers, "threads_per_worker": 1, "model": base.model.model_dump(),
                          "note": "values: validation objective after each rung; elapsed_s: wall seconds since the "
@@ -156,18 +198,37 @@ class Table:
         self.configs = data["configs"]
         self.candidates = data["settings"]["candidates"]
         self.lrs = data["settings"]["lrs"]
+        self.weights = data["settings"].get("weights", [1.0])  # the non-zero weights a task may take
+        self.max_tasks = data["settings"].get("max_tasks")
         self.index = {self.key(c["mixture"], c["intermediate_lr"]): i for i, c in enumerate(self.configs)}
         self.best = max(c["final"] for c in self.configs)
         self.grid_cost = sum(c["elapsed_s"][-1] for c in self.configs)
         self.n_rungs = len(self.configs[0]["values"])
 
     def key(self, mixture: dict, lr) -> tuple:
-        return (tuple(sorted(mixture)), None if not mixture else float(lr))
+        return (mixture_key(mixture), None if not mixture else float(lr))
 
     def suggest(self, trial) -> int:
-        chosen = [t for t in self.candidates if trial.suggest_categorical(f"use_{t}", [True, False])]
+        """The search's space over the grid. Without a task cap, `search.space.define_space`'s: per task in or
+        out (`use_<task>`), and its weight when in and the grid has several (`w_<task>`). With `max_tasks` k: k
+        slots, each a task or none (`task_<i>`) with its weight (`w_<i>`); a task in two slots counts once, at the
+        larger weight. Slots keep every point on the grid and every candidate equally likely whatever their
+        order (a cap applied while tasks are drawn in order would favour the first candidates; rejecting points
+        with too many tasks stalls TPE, which learns nothing from them)."""
+        chosen: dict[str, float] = {}
+        pick = (lambda name: trial.suggest_categorical(name, self.weights)) if len(self.weights) > 1 else (
+            lambda name: self.weights[0])
+        if self.max_tasks is None:
+            for t in self.candidates:
+                if trial.suggest_categorical(f"use_{t}", [True, False]):
+                    chosen[t] = pick(f"w_{t}")
+        else:
+            for slot in range(1, self.max_tasks + 1):
+                t = trial.suggest_categorical(f"task_{slot}", [*self.candidates, "none"])
+                if t != "none":
+                    chosen[t] = max(chosen.get(t, 0.0), pick(f"w_{slot}"))
         lr = trial.suggest_categorical("intermediate_lr", self.lrs)
-        return self.index[self.key({t: 1.0 for t in chosen}, lr)]
+        return self.index[self.key(chosen, lr)]
 
 
 def trials(table: Table, sampler, asha: int, max_trials: int, rf: int = 2):
@@ -284,6 +345,43 @@ def shapes(data: dict, seeds: int, budget_factor: int = 4) -> dict:
     return out
 
 
+def sampler_variants(seed: int, n_configs: int) -> dict:
+    """TPE settings to compare under ASHA (grace 1, rf 2): the search's own (`search.tuner.tpe_sampler`:
+    independent, a third of the budget up to 10 random first), fewer random trials first, and multivariate TPE
+    with grouped conditional parameters (it models the per-task in/out and weight choices jointly)."""
+    import optuna
+
+    from search.tuner import tpe_sampler
+
+    return {"tpe (the search's)": tpe_sampler(seed, n_configs),
+            "tpe, 5 random first": optuna.samplers.TPESampler(seed=seed, n_startup_trials=5),
+            "tpe multivariate grouped": optuna.samplers.TPESampler(seed=seed, n_startup_trials=10, multivariate=True,
+                                                                   group=True),
+            "tpe multivariate grouped, 5 random first": optuna.samplers.TPESampler(
+                seed=seed, n_startup_trials=5, multivariate=True, group=True)}
+
+
+def samplers(data: dict, seeds: int, budget_factor: int = 4) -> dict:
+    """TPE + ASHA (grace 1, rf 2) per sampler variant: {"name": {"median_cost", "p90_cost", "reached"}}."""
+    import warnings
+
+    import optuna
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # multivariate, group
+    table = Table(data)
+    out = {}
+    for name in sampler_variants(0, len(table.configs)):
+        costs = []
+        for seed in range(seeds):
+            cost, _, _ = replay(table, sampler_variants(seed, len(table.configs))[name], 1,
+                                budget_factor * len(table.configs))
+            costs.append(math.inf if cost is None else cost)
+        out[name] = {"median_cost": _finite(statistics.median(costs)),
+                     "p90_cost": _finite(sorted(costs)[math.ceil(0.9 * seeds) - 1]),
+                     "reached": sum(c != math.inf for c in costs), "seeds": seeds}
+    return out
+
+
 def transfer_correlation(configs: list[dict]) -> dict:
     """Spearman's rho over the grid between LogME of each phase-2 encoder and the fine-tuned validation score,
     per target (issue 11's bar for a transferability rung: >= 0.7)."""
@@ -322,20 +420,27 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--record", action="store_true", help="run the grid (slow) and write the record first")
     ap.add_argument("--data-dir", type=Path, default=ROOT / "toy_data")
-    ap.add_argument("--record-file", type=Path, default=RECORD)
+    ap.add_argument("--grid", choices=sorted(GRIDS), default="subsets",
+                    help="subsets: 31 configurations (4 tasks at equal weights x 2 lrs); weights: 106 (weights "
+                         "0/0.5/1, 5 tasks, at most 2 at once, x 3 lrs)")
+    ap.add_argument("--record-file", type=Path, help="default: the grid's file under benchmarks/records/")
     ap.add_argument("--seeds", type=int, default=50)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--shapes", action="store_true", help="compare ASHA shapes (grace x reduction factor) for TPE")
+    ap.add_argument("--samplers", action="store_true", help="compare TPE settings under ASHA (grace 1, rf 2)")
     args = ap.parse_args()
-    data = record(args.data_dir.resolve(), args.record_file) if args.record else json.loads(args.record_file.read_text())
-    if args.shapes:
-        out = shapes(data, args.seeds)
+    path = args.record_file or GRIDS[args.grid]["record"]
+    data = (record(args.data_dir.resolve(), path, grid=args.grid) if args.record
+            else json.loads(path.read_text()))
+    if args.shapes or args.samplers:
+        out = shapes(data, args.seeds) if args.shapes else samplers(data, args.seeds)
+        grid_cost = Table(data).grid_cost
         for name, r in out.items():
-            fmt = lambda v: "never" if v is None else f"{v:.0f} s"  # noqa: E731
+            fmt = lambda v: "never" if v is None else f"{v:.0f} s ({v / grid_cost:.2f} of the grid)"  # noqa: E731
             print(f"TPE + ASHA {name}: median {fmt(r['median_cost'])}, p90 {fmt(r['p90_cost'])}, "
                   f"reached {r['reached']}/{r['seeds']}")
         if args.json:
-            args.json.write_text(json.dumps({"shapes": out}, indent=1))
+            args.json.write_text(json.dumps({"shapes" if args.shapes else "samplers": out}, indent=1))
         return
     out = run(data, args.seeds)
     print(f"grid: {out['n_configs']} configurations, cost {out['grid_cost']:.0f} s; best {out['best']['mixture'] or 'baseline'}"

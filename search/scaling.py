@@ -10,8 +10,11 @@ per model per round, new searches named `<name>-<model>-s<first seed>`) until ea
 excludes zero, its detectable slope is below `auto.min_effect`, or `auto.most` seeds are used (each look at
 5 % / looks, so the sequential study keeps its 5 %). Scores are the validation average of the targets the
 preset scores (XTREME when all nine). Writes `<storage>/<name>/scaling.{md,json}` and `scaling.png`.
+`planted: S` (toy models) adds a known trend of S points per 10x parameters to every gain (trainables/planted.py):
+the study's check on itself; configs/search/scaling_planted.yaml is a world whose only trend is the planted one.
 
   xstilts scaling configs/search/scaling_toy.yaml     (CPU, tiny models)
+  xstilts scaling scaling_planted [planted=0]         (CPU: one toy model at three nominal sizes)
   xstilts scaling configs/search/scaling.yaml --address auto
 """
 
@@ -56,6 +59,9 @@ class ScalingConfig(BaseModel):
     configurations: list[dict[str, float]] = [{}, {"mnli": 1.0}]
     seeds: int | Literal["auto"] = 3  # paired seeds per model and configuration; auto: until an answer (AutoSeeds)
     auto: AutoSeeds = AutoSeeds()
+    # toy models only: a known answer — every gain changes by exactly this many points per 10x parameters on top of
+    # whatever the toy models do (trainables/planted.py); 0 = off
+    planted: float = 0.0
 
     @field_validator("seeds")
     @classmethod
@@ -83,7 +89,10 @@ def _search_cfg(cfg: ScalingConfig, model: ModelSpec, first: int = 0, count: int
 
     base = load_search_config(cfg.search, list(cfg.overrides))
     count = count or (cfg.auto.start if cfg.seeds == "auto" else cfg.seeds)
-    shift = [f"seed={_pipeline_seed(base) + first}"] if first else []
+    shift = [f"seed={_pipeline_seed(base, model) + first}"] if first else []
+    # a declared size is also the size the toy's planted scaling truth reads (trainables/planted.py)
+    nominal = [f"planted_scaling.params={model.params}"] if model.params else []
+    knob = [f"planted_scaling.slope={cfg.planted}"] if cfg.planted else []
     candidates = sorted({t for c in cfg.configurations for t in c}) or list(base.candidates)
     weights = [w for c in cfg.configurations for w in c.values()] or [1.0]
     return update(base, {
@@ -92,29 +101,30 @@ def _search_cfg(cfg: ScalingConfig, model: ModelSpec, first: int = 0, count: int
         "candidates": candidates, "weight": {"low": min(weights), "high": max(weights)},
         "points_to_evaluate": list(cfg.configurations), "scheduler": {"enabled": False},
         "max_concurrent_trials": min(base.max_concurrent_trials or len(cfg.configurations), len(cfg.configurations)),
-        "overrides": list(base.overrides) + list(model.overrides) + shift, **model.search},
+        "overrides": list(base.overrides) + list(model.overrides) + nominal + knob + shift,
+        **model.search},
         f"scaling model {model.label}")
 
 
-def _pipeline_seed(scfg) -> int:
+def _pipeline_seed(scfg, model: ModelSpec) -> int:
+    """The first seed of `model`'s runs: the pipeline's, unless the model's overrides set its own."""
     from trainables.config import load_config
 
-    return load_config(scfg.pipeline, list(scfg.overrides)).seed
+    return load_config(scfg.pipeline, list(scfg.overrides) + list(model.overrides)).seed
 
 
 def _params(scfg, model: ModelSpec) -> float:
     if model.params:
         return model.params
     from search.tuner import base_config
-    from trainables.model import load_encoder
     from trainables.pipeline import base_model, ensure_toy_data
+    from trainables.planted import encoder_params
 
     pcfg = base_config(scfg)
     if pcfg.model.name != "toy":
         raise XstiltsError(f"model {model.label}: give `params` (its parameter count) in the scaling config")
     ensure_toy_data(pcfg)
-    path = base_model(pcfg, Path(pcfg.data_dir), lambda *a: None)
-    return float(sum(p.numel() for p in load_encoder(path).parameters()))
+    return encoder_params(base_model(pcfg, Path(pcfg.data_dir), lambda *a: None))
 
 
 def _per_seed(info: dict) -> dict[str, dict[int, float]]:
@@ -204,7 +214,8 @@ def run_scaling(cfg: ScalingConfig, address: str | None = None, console=None) ->
     root = search_dir(_search_cfg(cfg, cfg.models[0])).parent / cfg.name
     root.mkdir(parents=True, exist_ok=True)
     result = {"name": cfg.name, "models": per_model, "trend": trend, "seeds": len(used), "level": level,
-              "sequential": cfg.seeds == "auto", "plot": str(scaling_plot(points, root / "scaling.png"))}
+              "sequential": cfg.seeds == "auto", "plot": str(scaling_plot(points, root / "scaling.png")),
+              **({"planted_slope_per_decade": cfg.planted} if cfg.planted else {})}
     (root / "scaling.json").write_text(json.dumps(result, indent=1))
     (root / "scaling.md").write_text(scaling_markdown(result))
     print(scaling_markdown(result))
@@ -220,6 +231,10 @@ def scaling_markdown(result: dict) -> str:
                  if l in m["gains"] else "-" for l in labels]
         lines.append(f"| {m['model']} | {m['params']:,.0f} | {m['baseline']:.2f} | " + " | ".join(cells) + " |")
     lines.append("")
+    if result.get("planted_slope_per_decade"):
+        lines.append(f"Planted truth (toy knob, trainables/planted.py): every gain changes by "
+                     f"{result['planted_slope_per_decade']:+.2f} points per 10x parameters on top of the toy models' "
+                     "own trend.\n")
     level = result.get("level", 0.05)
     for label, t in result["trend"].items():
         ci = f"{100 * (1 - level):.4g} % interval"

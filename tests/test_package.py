@@ -33,7 +33,7 @@ def test_presets_are_listed_and_found_by_name(tmp_path, monkeypatch):
     assert find("configs/pipeline/toy.yaml", "pipeline")[0] == "xstilts_configs/pipeline/toy.yaml"
     (tmp_path / "toy.yaml").write_text("name: mine\n")
     assert find("toy", "pipeline") == ("toy.yaml", "name: mine\n")  # a file here wins over the packaged one
-    with pytest.raises(XstiltsError, match="known search presets: mixture, paper, proxy_toy, scaling, scaling_toy, toy"):
+    with pytest.raises(XstiltsError, match="known search presets: mixture, paper, proxy_toy, scaling, scaling_planted, scaling_toy, toy"):
         find("papr", "search")
 
 

@@ -14,7 +14,7 @@ import pytest
 from search.proxy import spearman
 
 ROOT = Path(__file__).resolve().parents[1]
-# the sizes of tests/test_report.py's scaling study: the session's cache builds each toy model once
+# a small and a tiny toy model (content-addressed: the session's cache builds each once)
 SMALL = ["model.hidden_size=64", "model.layers=2", "model.heads=2", "model.mlm_steps=600"]
 TINY = ["model.hidden_size=32", "model.layers=1", "model.heads=2"]
 

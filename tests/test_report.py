@@ -1,7 +1,8 @@
 """Study reports on a finished toy search: the table equals the trials' logged metrics, plots are real
-images, the toy scaling study yields its table and plot, and the MLflow UI shows the search in a browser.
+images, and the MLflow UI shows the search in a browser. (The scaling study end to end, with its table and plot:
+tests/test_planted.py.)
 
-Slow (runs a small search and a small scaling study). Run: pytest tests/test_report.py
+Slow (runs a small search). Run: pytest tests/test_report.py
 """
 
 import json
@@ -119,46 +120,6 @@ def test_export_a_trial_as_a_hugging_face_model(finished):
         bad = subprocess.run(cli + args, capture_output=True, text=True, cwd=tmp)
         assert bad.returncode == 2 and words in bad.stderr and "Traceback" not in bad.stderr, bad.stderr[-2000:]
     assert not (tmp / "base").exists() and not (tmp / "x").exists()
-
-
-def test_toy_scaling_study(tmp_path, toy_dir, cache):
-    cfg = tmp_path / "scaling.yaml"
-    search_over = json.dumps([f"storage={tmp_path / 'searches'}", f"tracking_uri=sqlite:///{tmp_path / 'm.db'}",
-                              "intermediate_lr=null", "max_concurrent_trials=2",
-                              "overrides=" + json.dumps([f"data_dir={toy_dir}", f"cache_dir={cache}", *PIPELINE,
-                                                         "targets=[xnli]", "model.mlm_steps=600"])])
-    cfg.write_text(f"""name: sc
-search: configs/search/toy.yaml
-overrides: {search_over}
-models:
-  - {{label: tiny, overrides: ["model.hidden_size=32", "model.layers=1", "model.heads=2"]}}
-  - {{label: small, overrides: ["model.hidden_size=64", "model.layers=2", "model.heads=2"]}}
-configurations: [{{}}, {{mnli: 1.0}}]
-seeds: auto
-auto: {{start: 2, step: 1, most: 3, min_effect: 0.001}}
-""")
-    out = subprocess.run([sys.executable, "-m", "search.cli", "scaling", str(cfg)], capture_output=True, text=True,
-                         cwd=ROOT, timeout=1200)
-    assert out.returncode == 0, out.stderr[-3000:]
-    result = json.loads((tmp_path / "searches" / "sc" / "scaling.json").read_text())
-    assert [m["model"] for m in result["models"]] == ["tiny", "small"]
-    assert result["models"][0]["params"] < result["models"][1]["params"]
-    # seeds: auto — 2 seeds, then one more unless the first look already answered (it looks at 5 % / 2)
-    trend = result["trend"]["mnli"]
-    assert result["sequential"] and result["level"] == pytest.approx(0.025) and trend["alpha"] == pytest.approx(0.025)
-    if result["seeds"] == 2:
-        assert trend["stopped_because"] == "interval excludes zero"
-    else:
-        assert result["seeds"] == 3 and (tmp_path / "searches" / "sc-tiny-s2" / "summary.json").exists()
-        assert trend["stopped_because"] in ("interval excludes zero", "seed budget spent (3)")
-    for m in result["models"]:
-        g = m["gains"]["mnli"]
-        assert g["n"] == result["seeds"] and g["low"] <= g["gain"] <= g["high"]
-    assert trend["low"] <= trend["slope_per_decade"] <= trend["high"] and trend["detectable"] > 0
-    assert trend["n"] == 2 * result["seeds"] and "gain changes by" in out.stdout and "could detect" in out.stdout
-    import matplotlib.pyplot as plt
-
-    assert plt.imread(result["plot"])[..., :3].std() > 0.05
 
 
 def _wait_for(driver, needles, seconds=60) -> str:

@@ -1,7 +1,7 @@
 """The scaling study's statistics (search/slope.py) on simulated studies with a known truth: the slope is
 recovered, a flat truth is claimed as a trend at the rate the interval allows (one look, and when seeds are added
 until an answer), and the detectable slope is what the study finds 80 % of the time. The toy study end to end:
-tests/test_report.py::test_toy_scaling_study.
+tests/test_planted.py (a study with a planted answer).
 
 Run: pytest tests/test_slope.py
 """

@@ -146,6 +146,14 @@ class TrackingConfig(Strict):
     experiment: str = "xstilts-runs"
 
 
+class PlantedScalingConfig(Strict):
+    """The toy's planted scaling truth (trainables/planted.py): scores of runs with intermediate training move by
+    slope x log10(params / 1e6) points. Toy model only; 0 = off."""
+
+    slope: float = 0.0  # points per 10x parameters
+    params: float | None = Field(None, gt=0)  # a nominal size; None: the toy encoder's parameter count
+
+
 def loader_workers(cfg: "PipelineConfig", device) -> int:
     return cfg.data_workers if cfg.data_workers is not None else (2 if device.type == "cuda" else 0)
 
@@ -172,6 +180,7 @@ class PipelineConfig(Strict):
     data_workers: int | None = Field(None, ge=0)
     tracking: TrackingConfig = TrackingConfig()
     progress: bool = True
+    planted_scaling: PlantedScalingConfig = PlantedScalingConfig()  # toy only: a known answer for `xstilts scaling`
     # torch CPU threads for this run; None: torch's default (every core; a Ray trial: its CPUs). Float sums
     # depend on how kernels split them over threads, so a fixed count gives the same scores on any machine.
     threads: int | None = Field(None, ge=1)
@@ -185,6 +194,13 @@ class PipelineConfig(Strict):
             if t not in TARGETS:
                 raise ValueError(f"unknown target {t!r} — choose from {', '.join(TARGETS)}")
         return targets
+
+    @model_validator(mode="after")
+    def _check_planted(self) -> "PipelineConfig":
+        if self.planted_scaling.slope and self.model.name != "toy":
+            raise ValueError(f"planted_scaling is the toy world's known answer; model {self.model.name!r} has its "
+                             "own — set planted_scaling.slope=0 or model.name=toy")
+        return self
 
     @model_validator(mode="after")
     def _check_target_training(self) -> "PipelineConfig":

@@ -41,7 +41,7 @@ from trainables.mixture import Mixture
 from trainables.model import MultiTaskModel, load_encoder, load_tokenizer
 from trainables.toymodel import toy_model
 from trainables.distributed import device_for, local_rows, rank0_says, shared_loss, wrap
-from trainables import featcache, progress
+from trainables import featcache, planted, progress
 from trainables.featcache import derived, take
 from trainables.phase2 import encoder_id, mixture_sizes, require, train_intermediate
 from trainables.predictions import PREDICTIONS, load_records, save_records, write_submission
@@ -349,6 +349,7 @@ class Pipeline:
         self.phase2: dict = {}
         self.probabilities: dict[str, float] = {}
         self.cache_hits = 0  # phase-3 results read back from the cache
+        self._params: float | None = None  # the size the planted scaling knob reads (trainables/planted.py)
         self._started = time.time()
         self._data = None
 
@@ -397,7 +398,8 @@ class Pipeline:
         return {"base_model": cfg.model.name, "seed": cfg.seed, "intermediate.lr": cfg.intermediate.lr,
                 "intermediate.steps": cfg.intermediate.steps, "intermediate.sampler": cfg.intermediate.sampler,
                 "intermediate.temperature": cfg.intermediate.temperature, "target.lr": cfg.target.lr,
-                **{names.mix_param(t): self.probabilities.get(t, 0.0) for t in INTERMEDIATE}}
+                **{names.mix_param(t): self.probabilities.get(t, 0.0) for t in INTERMEDIATE},
+                **({"planted_scaling.slope": cfg.planted_scaling.slope} if cfg.planted_scaling.slope else {})}
 
     def targets(self, mapper: Mapper | None = None) -> Iterator[TargetResult]:
         """Each target's results in rung order, from the phase-3 cache or computed. `mapper` runs the
@@ -434,7 +436,8 @@ class Pipeline:
                 while name not in computed:  # its group is the next one launched (groups come in rung order)
                     computed.update(next(launched))
                 results, hit = computed[name]
-            self.per_target[name], self.notes[name] = results["splits"], results["notes"]
+            self.per_target[name] = planted.shifted(name, results["splits"], self.planted_shift())
+            self.notes[name] = results["notes"]
             if self.predictions:
                 self.prediction_files[name] = entries[name].path / PREDICTIONS
             self.cache_hits += hit
@@ -456,6 +459,15 @@ class Pipeline:
         """A target's English training examples (what phase 3 fine-tunes on), after the selection split."""
         return self.prepare()._data["targets"][name]["train"]
 
+    def planted_shift(self) -> float:
+        """Points the toy's planted scaling truth adds to this run's scores (0: knob off, or no intermediate task)."""
+        knob = self.cfg.planted_scaling
+        if not knob.slope or not self.probabilities:
+            return 0.0
+        if self._params is None:
+            self._params = knob.params or planted.encoder_params(self.base)
+        return planted.shift(knob.slope, self._params)
+
     def summary(self, split: str) -> dict:
         return summarise(self.per_target, split, self.notes, self.cfg.target.max_eval_examples)
 
@@ -468,7 +480,9 @@ class Pipeline:
                 "timing": {**self.timing, "features_s": featcache.STATS["seconds"],
                            "total_s": time.time() - self._started}, "config": cfg.model_dump(),
                 "distributed": cfg.distributed.model_dump(include={"workers", "strategy"}),
-                "phase3_cache_hits": self.cache_hits}
+                "phase3_cache_hits": self.cache_hits,
+                **({"planted_scaling": {"slope": cfg.planted_scaling.slope, "params": self._params,
+                                        "shift": self.planted_shift()}} if self.planted_shift() else {})}
 
 
 def summarise(per_target: dict[str, dict], split: str, notes: dict | None = None,
