@@ -6,6 +6,8 @@ Run: pytest tests/test_codever.py
 
 from pathlib import Path
 
+import pytest
+
 import trainables.codever as codever
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,6 +24,7 @@ def test_prose_edits_keep_the_digest_and_code_edits_change_it(tmp_path):
     assert codever.source_digest(copy) != before
 
 
+@pytest.mark.slow  # seconds: the fast layer stays under a minute
 def test_a_metrics_fix_renews_phase3_keys_but_not_phase2_or_features(tmp_path, monkeypatch):
     """The phase-3 key follows metrics.py (via code_version), phase 2 and features do not read it."""
     src = tmp_path / "trainables"

@@ -126,7 +126,7 @@ auto: {{start: 2, step: 1, most: 3, min_effect: 0.001}}
 
 @pytest.mark.slow
 def test_the_study_finds_a_planted_trend_and_claims_none_without_it(toy_dir, tmp_path):
-    on, stdout = _study(tmp_path, toy_dir, "on", -12.0, "auto")
+    on, stdout = _study(tmp_path, toy_dir, "study-on", -12.0, "auto")
     trend = on["trend"]["mnli"]
     assert trend["verdict"] == "diminishing" and trend["high"] < 0 and trend["stopped_because"]
     assert on["planted_slope_per_decade"] == -12.0 and "Planted truth" in stdout and "diminishing returns" in stdout
@@ -134,7 +134,7 @@ def test_the_study_finds_a_planted_trend_and_claims_none_without_it(toy_dir, tmp
     assert own < 1e6 and [m["params"] for m in on["models"][1:]] == [1e7, 1e8]  # the tiny model's own count
     # seeds: auto — 2 seeds, then one more (new searches `<name>-<model>-s2`) unless the first look answered
     assert on["sequential"] and on["level"] == pytest.approx(0.025) and trend["alpha"] == pytest.approx(0.025)
-    assert on["seeds"] in (2, 3) and (on["seeds"] == 2) != (tmp_path / "searches" / "on-own-s2").exists()
+    assert on["seeds"] in (2, 3) and (on["seeds"] == 2) != (tmp_path / "searches" / "study-on-own-s2").exists()
     for m in on["models"]:
         g = m["gains"]["mnli"]
         assert g["n"] == on["seeds"] and g["low"] <= g["gain"] <= g["high"]
@@ -143,7 +143,7 @@ def test_the_study_finds_a_planted_trend_and_claims_none_without_it(toy_dir, tmp
 
     assert plt.imread(on["plot"])[..., :3].std() > 0.05
     # The same runs without the knob (every phase-3 score from the cache), at the seeds the first study used
-    off, _ = _study(tmp_path, toy_dir, "off", 0.0, on["seeds"])
+    off, _ = _study(tmp_path, toy_dir, "study-off", 0.0, on["seeds"])
     flat = off["trend"]["mnli"]
     assert "planted_slope_per_decade" not in off and flat["verdict"] != "diminishing"
     assert trend["slope_per_decade"] == pytest.approx(flat["slope_per_decade"] - 12.0, abs=1e-6)

@@ -34,6 +34,7 @@ def _small(large: dict, scale: float, sign: float) -> dict:
     return out
 
 
+@pytest.mark.slow  # seconds: the fast layer stays under a minute
 def test_a_faithful_proxy_finds_the_best_for_less():
     large = planted()
     out = bench.run(_small(large, 0.1, 1.0), large, seeds=10, trials=12, top_k=3, lr=1e-3)
@@ -43,6 +44,7 @@ def test_a_faithful_proxy_finds_the_best_for_less():
     assert out["best"]["large"][:2] == [{"mnli": 1.0, "qqp": 1.0}, 1e-3]
 
 
+@pytest.mark.slow  # seconds: the fast layer stays under a minute
 def test_a_misleading_proxy_is_reported_as_such():
     large = planted()
     out = bench.run(_small(large, 0.1, -1.0), large, seeds=10, trials=12, top_k=3, lr=1e-3)

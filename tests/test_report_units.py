@@ -5,6 +5,7 @@ Run: pytest tests/test_report_units.py
 """
 
 import numpy as np
+import pytest
 
 from search.report import pareto_front, task_importance
 
@@ -21,6 +22,7 @@ def _trials(n: int = 24, seed: int = 0) -> list[dict]:
     return out
 
 
+@pytest.mark.slow  # seconds: the fast layer stays under a minute
 def test_importance_finds_the_planted_task_per_target():
     shares = task_importance(_trials(), ["xnli", "pawsx"])
     assert max(shares["xnli"], key=shares["xnli"].get) == "mnli" and shares["xnli"]["mnli"] > 0.6, shares

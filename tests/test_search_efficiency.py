@@ -52,6 +52,7 @@ def test_a_repeated_configuration_is_paid_for_once():
     assert n == 1 and cost == table.configs[table.index[table.key({"mnli": 1, "qqp": 1, "sst2": 1}, 1e-3)]]["elapsed_s"][-1]
 
 
+@pytest.mark.slow  # seconds: the fast layer stays under a minute
 def test_asha_makes_tpe_cheaper_where_early_rungs_predict_the_final_score():
     out = bench.run(planted(), seeds=20)
     s = out["strategies"]
@@ -88,6 +89,7 @@ def weighted(seed: int = 0) -> dict:
                          "max_tasks": 2}, "configs": configs}
 
 
+@pytest.mark.slow  # seconds: the fast layer stays under a minute
 def test_the_weighted_space_stays_on_the_grid_and_tpe_finds_the_weighted_best():
     table = bench.Table(weighted())
     assert len(table.index) == len(table.configs) == 106

@@ -245,6 +245,7 @@ def test_buffered_tracker_keeps_everything_while_the_store_is_down(tmp_path):
     assert again.run_id == run.info.run_id  # a retried trial finds its run instead of making another
 
 
+@pytest.mark.slow  # seconds: the fast layer stays under a minute
 def test_a_run_first_made_from_a_spill_file_is_closed_with_rays_verdict(tmp_path):
     """A trial stopped (killed) while the server was down never made its run; the driver's close then finds
     nothing. The run is made at the end from the spill file; `settle` closes it, leaving closed runs alone."""

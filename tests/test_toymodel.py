@@ -25,6 +25,7 @@ def test_the_shipped_model_is_the_current_recipes(toy_dir, tmp_path):
                                          "`python -m trainables.toymodel ship` and commit trainables/prebuilt")
 
 
+@pytest.mark.slow  # seconds: the fast layer stays under a minute
 def test_a_cache_gets_the_shipped_model_for_its_recipe_only(toy_dir, tmp_path):
     cfg = load_config("toy").model
     if shipped_entry() != toy_entry(toy_dir, tmp_path, cfg).path.name:
