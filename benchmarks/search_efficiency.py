@@ -16,8 +16,9 @@ Syne Tune's simulated backend):
   (default)  replays search strategies against a record, >= 20 seeds each: random, TPE, random + ASHA, and
              TPE + ASHA (grace period 1 rung, and 4; reduction factor 2), with Optuna's own samplers and Ray's own
              ASHA (`search.tuner.SeededASHA`, the scheduler the search uses) driven by the recorded rung values,
-             one trial at a time, in the search's space (per task in or out, its weight when in; for a grid of
-             mixtures of at most k tasks, k task slots with their weights: `Table.suggest`). A
+             one trial at a time, in the search's space (per task in or out, its weight when in) — except on a
+             grid of mixtures of at most k tasks, which has a space of its own: k task slots with their weights
+             (`Table.suggest`; `xstilts search` has no task cap). A
              trial's cost is the recorded time of the rungs it ran; a configuration seen before (the same mixture
              up to scale) costs only the rungs not yet paid for (xstilts' phase-2 and phase-3 caches make a repeat
              free). A strategy's cost on one seed: the summed cost until a trial *finishes* with a final score
@@ -71,8 +72,11 @@ GRIDS = {
 
 # ---------------------------------------------------------------------------------------------- recording
 def mixtures(candidates: list[str], weights: list[float], max_tasks: int | None) -> list[dict]:
-    """Every distinct non-empty mixture with weights from `weights` (0 = out) of at most `max_tasks` tasks; two
-    mixtures are the same when one is a multiple of the other (sampling normalises weights)."""
+    """Every distinct non-empty mixture of at most `max_tasks` tasks, each in it at a weight from `weights` (the
+    non-zero ones; a task not in it has weight 0); two mixtures are the same when one is a multiple of the other
+    (sampling normalises weights)."""
+    if not weights or min(weights) <= 0:
+        raise ValueError(f"weights {weights}: give the positive weights a task may take (out is implicit)")
     seen, out = set(), []
     for k in range(1, (max_tasks or len(candidates)) + 1):
         for subset in itertools.combinations(candidates, k):
@@ -306,10 +310,7 @@ def run(data: dict, seeds: int, budget_factor: int = 4) -> dict:
             cost, n, _ = replay(table, sampler, asha, max_trials)
             costs.append(math.inf if cost is None else cost)
             counts.append(n)
-        reached = [c for c in costs if c != math.inf]
-        results[name] = {"seeds": seeds, "median_cost": _finite(statistics.median(costs)),
-                         "p90_cost": _finite(sorted(costs)[math.ceil(0.9 * seeds) - 1]),
-                         "reached": len(reached), "median_trials": statistics.median(counts)}
+        results[name] = {**_costs(costs), "median_trials": statistics.median(counts)}
     best = max(table.configs, key=lambda c: c["final"])
     out = {"grid_cost": table.grid_cost, "n_configs": len(table.configs), "within": WITHIN,
            "best": {"mixture": best["mixture"], "intermediate_lr": best["intermediate_lr"], "final": best["final"],
@@ -339,9 +340,7 @@ def shapes(data: dict, seeds: int, budget_factor: int = 4) -> dict:
                 cost, _, _ = replay(table, tpe_sampler(seed, len(table.configs)), grace,
                                     budget_factor * len(table.configs), rf)
                 costs.append(math.inf if cost is None else cost)
-            out[f"grace={grace} rf={rf}"] = {"median_cost": _finite(statistics.median(costs)),
-                                            "p90_cost": _finite(sorted(costs)[math.ceil(0.9 * seeds) - 1]),
-                                            "reached": sum(c != math.inf for c in costs), "seeds": seeds}
+            out[f"grace={grace} rf={rf}"] = _costs(costs)
     return out
 
 
@@ -376,9 +375,7 @@ def samplers(data: dict, seeds: int, budget_factor: int = 4) -> dict:
             cost, _, _ = replay(table, sampler_variants(seed, len(table.configs))[name], 1,
                                 budget_factor * len(table.configs))
             costs.append(math.inf if cost is None else cost)
-        out[name] = {"median_cost": _finite(statistics.median(costs)),
-                     "p90_cost": _finite(sorted(costs)[math.ceil(0.9 * seeds) - 1]),
-                     "reached": sum(c != math.inf for c in costs), "seeds": seeds}
+        out[name] = _costs(costs)
     return out
 
 
@@ -416,6 +413,13 @@ def _finite(x: float) -> float | None:
     return None if x == math.inf else x
 
 
+def _costs(costs: list[float]) -> dict:
+    """Median and p90 cost over seeds (inf: never reached) and how many seeds reached the best."""
+    return {"median_cost": _finite(statistics.median(costs)),
+            "p90_cost": _finite(sorted(costs)[math.ceil(0.9 * len(costs)) - 1]),
+            "reached": sum(c != math.inf for c in costs), "seeds": len(costs)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--record", action="store_true", help="run the grid (slow) and write the record first")
@@ -426,8 +430,9 @@ def main() -> None:
     ap.add_argument("--record-file", type=Path, help="default: the grid's file under benchmarks/records/")
     ap.add_argument("--seeds", type=int, default=50)
     ap.add_argument("--json", type=Path)
-    ap.add_argument("--shapes", action="store_true", help="compare ASHA shapes (grace x reduction factor) for TPE")
-    ap.add_argument("--samplers", action="store_true", help="compare TPE settings under ASHA (grace 1, rf 2)")
+    compare = ap.add_mutually_exclusive_group()
+    compare.add_argument("--shapes", action="store_true", help="compare ASHA shapes (grace x reduction factor) for TPE")
+    compare.add_argument("--samplers", action="store_true", help="compare TPE settings under ASHA (grace 1, rf 2)")
     args = ap.parse_args()
     path = args.record_file or GRIDS[args.grid]["record"]
     data = (record(args.data_dir.resolve(), path, grid=args.grid) if args.record
@@ -437,7 +442,8 @@ def main() -> None:
         grid_cost = Table(data).grid_cost
         for name, r in out.items():
             fmt = lambda v: "never" if v is None else f"{v:.0f} s ({v / grid_cost:.2f} of the grid)"  # noqa: E731
-            print(f"TPE + ASHA {name}: median {fmt(r['median_cost'])}, p90 {fmt(r['p90_cost'])}, "
+            what = f"TPE + ASHA, {name}" if args.shapes else f"{name} + ASHA"
+            print(f"{what}: median {fmt(r['median_cost'])}, p90 {fmt(r['p90_cost'])}, "
                   f"reached {r['reached']}/{r['seeds']}")
         if args.json:
             args.json.write_text(json.dumps({"shapes" if args.shapes else "samplers": out}, indent=1))

@@ -61,14 +61,22 @@ def config_label(config: dict) -> str:
 
 
 def nearest(data: dict, spec: TrialSpec, default_lr: float) -> dict:
-    """The recorded configuration nearest to a trial: the same tasks, the nearest learning rate (log scale)."""
+    """The recorded configuration nearest to a trial: the same tasks, then the nearest weights up to scale (a
+    record of weighted mixtures), then the nearest learning rate (log scale)."""
     chosen = set(spec.mixture)
     same = [c for c in data["configs"] if set(c["mixture"]) == chosen]
     if not same:
         raise XstiltsError(f"the replay record has no configuration with tasks {sorted(chosen)}")
     lr = spec.intermediate_lr or default_lr
-    return min(same, key=lambda c: 0.0 if c["intermediate_lr"] is None or not lr
-               else abs(math.log(c["intermediate_lr"]) - math.log(lr)))
+
+    def shares(mixture: dict) -> dict:
+        top = max(mixture.values(), default=1.0)
+        return {t: w / top for t, w in mixture.items()}
+
+    want = shares(spec.mixture)
+    return min(same, key=lambda c: (sum(abs(w - want[t]) for t, w in shares(c["mixture"]).items()),
+                                    0.0 if c["intermediate_lr"] is None or not lr
+                                    else abs(math.log(c["intermediate_lr"]) - math.log(lr))))
 
 
 def _split_metrics(scores: dict[str, float], split: str) -> dict[str, float]:

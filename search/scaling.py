@@ -91,7 +91,7 @@ def _search_cfg(cfg: ScalingConfig, model: ModelSpec, first: int = 0, count: int
     count = count or (cfg.auto.start if cfg.seeds == "auto" else cfg.seeds)
     shift = [f"seed={_pipeline_seed(base, model) + first}"] if first else []
     # a declared size is also the size the toy's planted scaling truth reads (trainables/planted.py)
-    nominal = [f"planted_scaling.params={model.params}"] if model.params else []
+    nominal = [f"planted_scaling.params={model.params}"] if model.params and cfg.planted else []
     knob = [f"planted_scaling.slope={cfg.planted}"] if cfg.planted else []
     candidates = sorted({t for c in cfg.configurations for t in c}) or list(base.candidates)
     weights = [w for c in cfg.configurations for w in c.values()] or [1.0]
@@ -165,9 +165,11 @@ def run_scaling(cfg: ScalingConfig, address: str | None = None, console=None) ->
     from search.slope import ALPHA, looks, sequential, slope_test
     from search.summary import unmasked
     from search.run import run_search
-    from search.tuner import search_dir
+    from search.tuner import base_config, search_dir
 
     console = console or Console()
+    for m in cfg.models:  # every model's settings are checked before any search runs
+        base_config(_search_cfg(cfg, m))
     params = {m.label: _params(_search_cfg(cfg, m), m) for m in cfg.models}
     for m in cfg.models:
         console.print(f"[bold]{m.label}[/bold]: {params[m.label]:,.0f} parameters")

@@ -52,7 +52,7 @@ def test_only_the_toy_carries_a_planted_truth():
     from trainables.config import load_config
 
     assert load_config("toy", ["planted_scaling.slope=-2"]).planted_scaling.slope == -2.0
-    with pytest.raises(XstiltsError, match="planted_scaling is the toy world's known answer"):
+    with pytest.raises(XstiltsError, match="is the toy world's known answer"):
         load_config("toy", ["model.name=xlm-roberta-large", "planted_scaling.slope=-2"])
     with pytest.raises(XstiltsError, match="params"):
         load_config("toy", ["planted_scaling.params=-5"])
@@ -95,6 +95,13 @@ def test_a_run_with_the_knob_is_the_same_run_shifted(toy_dir, tmp_path):
         b = planted if split == "test" else planted["validation"]
         assert b["average"] == pytest.approx(a["average"] - 6.0)
         assert b["targets"]["xnli"]["score"] == pytest.approx(a["targets"]["xnli"]["score"] - 6.0)
+    # what a search trial combines over seeds (the results `targets()` yields) is shifted the same way
+    from trainables.pipeline import Pipeline
+
+    (result,) = list(Pipeline(load_config("toy", base + ["intermediate.mixture={mnli: 1.0}"] + knob),
+                              log=lambda *a: None).targets())
+    assert task_score("xnli", result.splits["validation"]) == pytest.approx(
+        planted["validation"]["targets"]["xnli"]["score"])
     baseline = run_pipeline(load_config("toy", base + ["intermediate.mixture={}"] + knob), log=lambda *a: None)
     alone = run_pipeline(load_config("toy", base + ["intermediate.mixture={}"]), log=lambda *a: None)
     assert baseline["average"] == alone["average"] and "planted_scaling" not in baseline  # never shifted
@@ -142,6 +149,18 @@ def test_the_study_finds_a_planted_trend_and_claims_none_without_it(toy_dir, tmp
     import matplotlib.pyplot as plt
 
     assert plt.imread(on["plot"])[..., :3].std() > 0.05
+    # what each trial logs and reports to Tune and Optuna is shifted as its seeds are: its validation average is
+    # the mean of its seeds' (a trial of one seed, or a finalist, has only the former)
+    from search.summary import trial_runs
+    from trainables import names
+
+    info = json.loads((tmp_path / "searches" / "study-on-n100m" / "search.json").read_text())
+    runs = trial_runs(f"sqlite:///{tmp_path / 'm.db'}", info["experiment"], info["parent_run_id"]).values()
+    assert len(runs) == 2  # the baseline and mnli
+    for run in runs:
+        seeds = names.seed_values(run.metrics, names.average("validation"))
+        assert len(seeds) == 2 and run.metrics[names.average("validation")] == pytest.approx(
+            sum(seeds.values()) / 2, abs=1e-6)
     # The same runs without the knob (every phase-3 score from the cache), at the seeds the first study used
     off, _ = _study(tmp_path, toy_dir, "study-off", 0.0, on["seeds"])
     flat = off["trend"]["mnli"]

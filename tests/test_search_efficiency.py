@@ -119,6 +119,7 @@ def test_the_recorded_grids_are_well_formed(grid):
     data = json.loads(path.read_text())
     table = bench.Table(data)
     assert len(table.configs) == len(bench.grid_points(grid)) == len(table.index)  # every grid point, once
+    assert set(table.index) == {table.key(p["mixture"], p["intermediate_lr"]) for p in bench.grid_points(grid)}
     for c in data["configs"]:
         assert len(c["values"]) == len(c["elapsed_s"]) == table.n_rungs and c["final"] == c["values"][-1]
         assert all(b >= a for a, b in zip(c["elapsed_s"], c["elapsed_s"][1:]))

@@ -198,8 +198,8 @@ class PipelineConfig(Strict):
     @model_validator(mode="after")
     def _check_planted(self) -> "PipelineConfig":
         if self.planted_scaling.slope and self.model.name != "toy":
-            raise ValueError(f"planted_scaling is the toy world's known answer; model {self.model.name!r} has its "
-                             "own — set planted_scaling.slope=0 or model.name=toy")
+            raise ValueError(f"planted_scaling (a scaling study's `planted`) is the toy world's known answer; model "
+                             f"{self.model.name!r} has its own — set it to 0, or use toy models only")
         return self
 
     @model_validator(mode="after")

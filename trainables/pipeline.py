@@ -443,7 +443,7 @@ class Pipeline:
             self.cache_hits += hit
             seconds, t0 = time.time() - t0, time.time()
             self.timing[f"target/{name}_s"] = seconds
-            yield TargetResult(name, results["splits"], results["notes"], hit, seconds)
+            yield TargetResult(name, self.per_target[name], results["notes"], hit, seconds)  # planted shift in
 
     def write_predictions(self, out: Path) -> list[Path]:
         """The test predictions and gold of the targets computed so far in XTREME's submission layout under `out`
@@ -462,7 +462,7 @@ class Pipeline:
     def planted_shift(self) -> float:
         """Points the toy's planted scaling truth adds to this run's scores (0: knob off, or no intermediate task)."""
         knob = self.cfg.planted_scaling
-        if not knob.slope or not self.probabilities:
+        if not knob.slope or not self.prepare().probabilities:
             return 0.0
         if self._params is None:
             self._params = knob.params or planted.encoder_params(self.base)

@@ -14,7 +14,7 @@ study. Results carry `planted_scaling` so that a shifted score is never mistaken
 
 A world with no trend at all: one toy model under several nominal sizes (`params` per model of the scaling
 config, each with its own seeds), knob off; with the knob on, the truth is exactly S (configs/search/
-scaling_planted.yaml, tests/test_report.py).
+scaling_planted.yaml, tests/test_planted.py).
 """
 
 from __future__ import annotations
