@@ -55,6 +55,11 @@ def _version(value: bool) -> None:
 def _root(show_version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                             help="Print the version and exit.")) -> None:
     """Search English intermediate-task mixtures that improve zero-shot cross-lingual transfer on XTREME."""
+    from trainables.progress import quiet_libraries
+
+    quiet_libraries()
+
+
 data_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Toy benchmark, Hub downloads, inspection.")
 app.add_typer(data_app, name="data")
 cache_app = typer.Typer(add_completion=False, no_args_is_help=True, help="The cache: size, and pruning.")

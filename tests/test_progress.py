@@ -5,6 +5,7 @@ Run: pytest tests/test_progress.py
 """
 
 import io
+import os
 import sys
 
 import numpy as np
@@ -75,3 +76,20 @@ def test_tokenising_in_chunks_equals_one_call(monkeypatch, toy_tokenizer):
         assert F.in_chunks(fn, examples, toy_tokenizer, 24, **settings) == whole, fn.__name__
     assert len(F.featurize_tagging(tagging, toy_tokenizer, 24, labels=("NOUN",))) > len(tagging)  # some split
     assert {f["sentence"] for f in F.featurize_tagging(tagging, toy_tokenizer, 24, labels=("NOUN",))} == set(range(8))
+
+
+def test_hugging_face_bars_are_off_where_stderr_is_a_file(monkeypatch):
+    """transformers' own bars ("Writing model shards") honour HF_HUB_DISABLE_PROGRESS_BARS: set where stderr is
+    not a terminal (a log file, CI), left alone on a terminal and when the user chose a value."""
+    from trainables.progress import quiet_libraries
+
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    quiet_libraries()
+    assert "HF_HUB_DISABLE_PROGRESS_BARS" not in os.environ
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    quiet_libraries()
+    assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "0")
+    quiet_libraries()
+    assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "0"

@@ -23,6 +23,14 @@ def switch(on: bool) -> None:
     _ON[0] = bool(on)
 
 
+def quiet_libraries() -> None:
+    """Hugging Face's own bars (transformers' "Writing model shards", the Hub's downloads) follow the same rule:
+    off where stderr is not a terminal, so a log file gets no bar frames. Sets `HF_HUB_DISABLE_PROGRESS_BARS`
+    (read when transformers is imported; a value the user set is kept) without importing either library."""
+    if not sys.stderr.isatty():
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
 def bar(total: int | None, desc: str, unit: str = "it", **kwargs):
     """A tqdm bar of `total` steps (None: a counter) that closes itself as a context manager; a no-op object
     (same methods) when bars are off or stderr is not a terminal."""
