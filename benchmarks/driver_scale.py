@@ -1,6 +1,6 @@
 """Benchmark: the real search driver at cluster scale — 1,000 trials, 64 at a time — on one small machine.
 
-`xstilts search`'s own driver runs unchanged (`search.run.run_search`: Tune with OptunaSearch on SQLite, the
+`xstilts search`'s own driver runs unchanged (`search.run.run_search`: Tune with the Optuna study searcher on SQLite, the
 `SeededASHA` scheduler, the live table, `CloseRuns`, `settle_study`, the summary and its MLflow logging, into
 a SQLite tracking store under a temporary folder); only the trials differ: with the search config key
 `replay: {record, time_scale}` each trial replays the recorded toy grid (benchmarks/records/toy_grid.json,
@@ -303,7 +303,8 @@ def components(sizes: list[int]) -> dict:
     from search.run import CloseRuns, LiveTable
     from search.space import define_space
     from search.trainable import METRIC
-    from search.tuner import PrunedOptunaSearch, SeededASHA
+    from search.asha import SeededASHA
+    from search.searcher import StudySearcher
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -331,10 +332,10 @@ def components(sizes: list[int]) -> dict:
 
     def asha(n, tmp):
         sched = SeededASHA(time_attr="training_iteration", metric=METRIC, mode="max", max_t=9, grace_period=1,
-                           reduction_factor=2, records=str(tmp / "asha.json"), protected=2)
+                           reduction_factor=2, records=str(tmp / "asha.json"))
         rng, events, t0 = random.Random(0), 0, time.perf_counter()
         for i in range(n):
-            trial = SimpleNamespace(trial_id=f"t{i}", config={"optuna_trial": i})
+            trial = SimpleNamespace(trial_id=f"t{i}", config={"optuna_trial": i, **({"seeded": True} if i < 2 else {})})
             sched.on_trial_add(None, trial)
             base = rng.uniform(40, 60)
             for rung in range(1, 10):
@@ -359,17 +360,21 @@ def components(sizes: list[int]) -> dict:
 
     def zombies(n, tmp):
         cfg = load_search_config(None, ["candidates=[mnli,qqp,squad_v1,sst2]"])
-        searcher = PrunedOptunaSearch(lambda t: define_space(t, cfg), metric=METRIC, mode="max", max_t=9,
-                                      storage=optuna.storages.RDBStorage(f"sqlite:///{tmp / 'o.db'}"), study_name="s",
-                                      sampler=optuna.samplers.RandomSampler(seed=0))
+        make = lambda: StudySearcher(lambda t: define_space(t, cfg), metric=METRIC, mode="max", max_t=9,  # noqa: E731
+                                     storage=f"sqlite:///{tmp / 'o.db'}", study_name="s",
+                                     sampler=optuna.samplers.RandomSampler(seed=0))
+        searcher = make()
         for i in range(n):
             searcher.suggest(f"t{i}")
             if i >= 64:
                 searcher.on_trial_complete(f"t{i - 64}", {METRIC: 50.0, "training_iteration": 9})
+        searcher.save(str(tmp / "searcher.pkl"))
         t0 = time.perf_counter()
-        for _ in range(20):
-            searcher._next_zombie()
-        return (time.perf_counter() - t0) / 20 * 1000
+        for _ in range(5):  # a restored searcher's first look at the study (64 running, none a zombie)
+            again = make()
+            again.restore(str(tmp / "searcher.pkl"))
+            again.study
+        return (time.perf_counter() - t0) / 5 * 1000
 
     out: dict = {}
     for name, fn in (("live_table", live), ("seeded_asha", asha), ("close_runs", close_runs),

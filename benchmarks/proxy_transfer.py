@@ -7,7 +7,7 @@ search runs it, on two toy model sizes:
   small  benchmarks/records/proxy_small.json   2 layers x 64 wide (configs/search/proxy_toy.yaml's proxy)
   large  benchmarks/records/proxy_large.json   3 layers x 128 wide (the toy preset's model)
 
-Replay, per seed: TPE + ASHA (Optuna's sampler, Ray's ASHA via `search.tuner.SeededASHA`, driven by the recorded
+Replay, per seed: TPE + ASHA (Optuna's sampler, ASHA via `search.asha.SeededASHA`, driven by the recorded
 rung values, as benchmarks/search_efficiency.py replays) runs `--proxy-trials` trials on the small grid; its
 `--top-k` best distinct finished mixtures and the baseline then run in full on the large grid at the toy
 preset's intermediate learning rate (3e-4, one of the grid's two), as `xstilts search proxy_toy` confirms them

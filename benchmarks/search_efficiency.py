@@ -15,7 +15,7 @@ Syne Tune's simulated backend):
                         small toy model (2 x 64), a harder space where weights matter (issue 23).
   (default)  replays search strategies against a record, >= 20 seeds each: random, TPE, random + ASHA, and
              TPE + ASHA (grace period 1 rung, and 4; reduction factor 2), with Optuna's own samplers and Ray's own
-             ASHA (`search.tuner.SeededASHA`, the scheduler the search uses) driven by the recorded rung values,
+             ASHA (`search.asha.SeededASHA`, the scheduler the search uses) driven by the recorded rung values,
              one trial at a time, in the search's space (per task in or out, its weight when in) — except on a
              grid of mixtures of at most k tasks, which has a space of its own: k task slots with their weights
              (`Table.suggest`; `xstilts search` has no task cap). A
@@ -242,12 +242,12 @@ def trials(table: Table, sampler, asha: int, max_trials: int, rf: int = 2):
     from types import SimpleNamespace
 
     from search.trainable import METRIC
-    from search.tuner import SeededASHA
+    from search.asha import SeededASHA
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", sampler=sampler)
     sched = SeededASHA(time_attr="training_iteration", metric=METRIC, mode="max", max_t=table.n_rungs,
-                       grace_period=asha, reduction_factor=rf, protected=0) if asha else None
+                       grace_period=asha, reduction_factor=rf) if asha else None
     paid: dict[int, float] = {}
     cost = 0.0
     for n in range(max_trials):

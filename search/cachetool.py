@@ -80,9 +80,11 @@ def kept_trials(search_folder: Path, top: int) -> set[int]:
                            "let it finish (or `xstilts search ... --resume`), then prune")
     summary = json.loads(summary_path.read_text())
     state = json.loads((Path(search_folder) / "search.json").read_text())
-    seeded = len(state.get("config", {}).get("points_to_evaluate", []))
+    n_points = len(state.get("config", {}).get("points_to_evaluate", []))
+    seeded = {t["number"] for t in summary["trials"] if t["seeded"]} if all("seeded" in t for t in summary["trials"]) \
+        else set(range(n_points))  # (summaries written before trials said whether they were seeded)
     scored = sorted((t for t in summary["trials"] if t.get("average") is not None), key=lambda t: -t["average"])
-    keep = {t["number"] for t in scored[:top]} | set(range(seeded))
+    keep = {t["number"] for t in scored[:top]} | seeded
     if summary.get("best"):
         keep.add(summary["best"]["number"])
     return keep

@@ -27,6 +27,7 @@ from optuna.trial import TrialState as OptunaState
 from search.config import SearchConfig
 from search.trainable import (TrialContext, TrialState, _rung_metrics, _tracker, mean_splits, seed_pipelines,
                               train_launcher)
+from search.searcher import seeded_numbers
 from search.space import TrialSpec
 from search.tuner import DRIVER_CPU, optuna_storage
 from trainables.errors import XstiltsError
@@ -39,9 +40,9 @@ def choose(cfg: SearchConfig, study: optuna.Study) -> list[int]:
     """Optuna trial numbers of the finalists: the seeded points that finished, then the `finalists` best other
     finished trials by validation average (the first objective)."""
     done = [t for t in study.get_trials(deepcopy=False, states=(OptunaState.COMPLETE,)) if t.values]
-    seeded = len(cfg.points_to_evaluate)
-    free = sorted((t for t in done if t.number >= seeded), key=lambda t: (-t.values[0], t.number))
-    return sorted(t.number for t in done if t.number < seeded) + [t.number for t in free[:cfg.finalists or 0]]
+    seeded = seeded_numbers(study, len(cfg.points_to_evaluate))
+    free = sorted((t for t in done if t.number not in seeded), key=lambda t: (-t.values[0], t.number))
+    return sorted(t.number for t in done if t.number in seeded) + [t.number for t in free[:cfg.finalists or 0]]
 
 
 def finalist_work(params: dict, ctx: TrialContext, trial_id: str, state: TrialState, cost: dict) -> dict:
@@ -78,7 +79,7 @@ def run_finalists(cfg: SearchConfig, ctx: TrialContext, results, log=print) -> d
     options = ({"num_cpus": DRIVER_CPU} if workers > 1  # its jobs run on Ray Train workers, as a trial's do
                else {"num_cpus": ctx.cpu, **({"num_gpus": ctx.gpu} if ctx.gpu else {})})
     remote = ray.remote(max_retries=cfg.max_failures, **options)(finalist_work)
-    seeded = sum(n < len(cfg.points_to_evaluate) for n in numbers)
+    seeded = len(set(numbers) & seeded_numbers(study, len(cfg.points_to_evaluate)))
     log(f"finalists: trials {', '.join(map(str, numbers)) or 'none'} ({seeded} seeded, {len(numbers) - seeded} best "
         f"other finished by validation, of at most {cfg.finalists}) get the test work the trials left out")
     refs = {}

@@ -63,17 +63,21 @@ def spearman(a: list[float], b: list[float]) -> float | None:
 
 
 def rankings(cfg: SearchConfig, proxy_summary: dict, summary: dict, mixtures: list[dict[str, float]]) -> dict:
-    """Both models' validation averages of each carried-over configuration (seeded points = Optuna trials 0..k in
-    order on the confirmation side), their ranks and the rank correlation."""
+    """Both models' validation averages of each carried-over configuration (the confirmation's seeded points,
+    found by their mixture: a crash's retry runs one under a new number), their ranks and the rank correlation."""
     def proxy_score(weights: dict) -> float | None:
         scores = [t["average"] for t in proxy_summary["trials"] if t["average"] is not None
                   and dict(TrialSpec.from_params(t["params"], cfg.candidates).mixture) == weights]
         return max(scores) if scores else None
 
-    confirmed = {t["number"]: t for t in summary["trials"]}
+    def confirmed(weights: dict) -> dict:
+        runs = [t for t in summary["trials"] if t.get("seeded", True) and t["state"] != "FAIL"
+                and dict(TrialSpec.from_params(t["params"], cfg.candidates).mixture) == weights]
+        return runs[-1] if runs else {}
+
     rows = []
-    for n, weights in enumerate([{}] + mixtures):
-        t = confirmed.get(n, {})
+    for weights in [{}] + mixtures:
+        t = confirmed(weights)
         rows.append({"mixture": weights, "label": mixture_label(weights), "proxy_average": proxy_score(weights),
                      "average": t.get("average"), "test_average": t.get("test_average")})
     both = [r for r in rows if r["proxy_average"] is not None and r["average"] is not None]

@@ -1,7 +1,7 @@
 """Replayed trials: the search driver at full size without training anything (benchmarks/driver_scale.py).
 
 With the search config key `replay: {record: benchmarks/records/toy_grid.json, time_scale: 0.05}` the driver
-runs exactly as in a real search (OptunaSearch, SeededASHA, the live table, MLflow run closing, `settle_study`,
+runs exactly as in a real search (the Optuna study searcher, SeededASHA, the live table, MLflow run closing, `settle_study`,
 the summary) but each trial is `replay_trial` instead of `run_trial`. A replayed trial:
 
 - maps its sampled parameters to the nearest recorded configuration (`nearest`): the same set of intermediate

@@ -26,8 +26,8 @@ from search.space import TrialSpec
 from search.summary import build_summary, mixture_label, summary_table
 from search.trainable import METRIC, SPILL
 from search.tuner import (base_config, build_tuner, check_fits, check_objective, check_resources, check_tracking,
-                          finished_all_rungs, init_ray, name_objectives, optuna_storage, parent_run, search_dir, settle_study,
-                          trial_context)
+                          failed_trials, finished_all_rungs, init_ray, name_objectives, optuna_storage, parent_run,
+                          search_dir, settle_study, trial_context)
 from trainables.errors import XstiltsError
 from trainables.tracking import TrackingStore, default_uri, flush_spilled, mask
 
@@ -151,12 +151,17 @@ class CloseRuns(tune.Callback):
             del self.pending[trial_id]
         return True
 
-    def settle(self) -> None:
+    def settle(self, search: str | None = None, failed: set[int] = frozenset()) -> None:
         """Close again what is still RUNNING: a trial stopped while the server was down may have had its run
-        created only now, from its spill file, after the driver's first close found nothing to close."""
+        created only now, from its spill file, after the driver's first close found nothing to close. The runs of
+        search `search`'s Optuna trials told FAIL (`failed`: a crashed driver's trials, rerun as new ones) are
+        closed FAILED."""
         store = TrackingStore(self.uri)
         for run in store.running(self.experiment):  # one query, not one per trial
             status = self.verdicts.get(run.tags.get("ray.trial_id"))
+            if not status and search and run.tags.get("xstilts.search") == search \
+                    and run.tags.get("optuna.trial", "").isdigit() and int(run.tags["optuna.trial"]) in failed:
+                status = "FAILED"
             if status:
                 store.client.set_terminated(run.run_id, status)
 
@@ -167,9 +172,10 @@ class CloseRuns(tune.Callback):
         self._close(trial, "FAILED")
 
 
-def finish_tracking(root: Path, closer: CloseRuns, patience_s: float = 120.0) -> None:
+def finish_tracking(root: Path, closer: CloseRuns, patience_s: float = 120.0, failed: set[int] = frozenset()) -> None:
     """At the search's end, send what trials could not (the tracking server was down, or a trial was stopped
-    while it was), then the closes the driver could not; waits up to `patience_s` for the server."""
+    while it was), then the closes the driver could not; waits up to `patience_s` for the server. `failed`: the
+    numbers of the search's Optuna trials told FAIL, whose runs are closed FAILED."""
     left = flush_spilled(root / SPILL, patience_s)
     deadline = time.time() + patience_s
     while not closer.retry() and time.time() < deadline:
@@ -178,7 +184,7 @@ def finish_tracking(root: Path, closer: CloseRuns, patience_s: float = 120.0) ->
         raise XstiltsError(f"the tracking server did not come back within {patience_s:.0f} s: "
                            f"{len(left)} trials' metrics wait in {root / SPILL}",
                            "start the tracking server, then `xstilts search ... --resume` sends them")
-    closer.settle()
+    closer.settle(root.name, failed)
 
 
 LIBRARY_LOGGERS = ("ray", "mlflow", "optuna")
@@ -334,7 +340,7 @@ def run_search(cfg: SearchConfig, resume: bool = False, address: str | None = No
     results = tuner.fit()
     zombies = settle_study(cfg, results, ctx.n_rungs)
     finals = run_finalists(cfg, ctx, results, console.print) if cfg.defers_test else None
-    finish_tracking(root, closer)
+    finish_tracking(root, closer, failed=failed_trials(cfg))
     summary = build_summary(cfg, uri, parent.run_id, errors=results.num_errors, zombies=zombies,
                             finalists=finals["numbers"] if finals else None)
     summary["timing"] = {"total_s": time.time() - started, "fit_s": time.time() - fit_started}

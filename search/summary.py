@@ -14,6 +14,7 @@ from optuna.trial import TrialState
 from rich.table import Table
 
 from search.config import SearchConfig
+from search.searcher import RETRY_OF, seeded_numbers
 from search.space import TrialSpec
 from search.tuner import optuna_storage
 from trainables import names
@@ -55,6 +56,7 @@ def build_summary(cfg: SearchConfig, uri: str, parent: str, errors: int = 0, zom
     study = optuna.load_study(study_name=cfg.name, storage=optuna_storage(cfg))
     runs = trial_runs(uri, cfg.experiment_name, parent)
     trials = []
+    seeded = seeded_numbers(study, len(cfg.points_to_evaluate))
     for t in study.get_trials(deepcopy=False):
         if t.state == TrialState.RUNNING:
             continue
@@ -69,6 +71,7 @@ def build_summary(cfg: SearchConfig, uri: str, parent: str, errors: int = 0, zom
             "xtreme": m.get(names.xtreme("validation")) if t.state == TrialState.COMPLETE else None,
             "test_average": m.get(names.average("test")), "test_xtreme": m.get(names.xtreme("test")),
             "mlflow_run_id": run.run_id if run else None, "targets": names.target_scores(m, "validation"),
+            "seeded": t.number in seeded, **({"retry_of": t.user_attrs[RETRY_OF]} if RETRY_OF in t.user_attrs else {}),
             **({"finalist": t.number in finalists} if finalists is not None else {}),
         })
     done = [t for t in trials if t["state"] == "COMPLETE" and t["average"] is not None]

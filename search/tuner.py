@@ -1,4 +1,5 @@
-"""Launch (or resume) a search: Ray Tune + OptunaSearch (TPE) + ASHA, tracked in MLflow.
+"""Launch (or resume) a search: Ray Tune + an Optuna study (TPE, search/searcher.py) + ASHA (search/asha.py),
+tracked in MLflow.
 
 Objectives: the validation average, or with `objectives: [average, cost]` also the trial's accelerator-hours
 (Optuna's multi-objective TPE; ASHA still stops on the average; Optuna keeps no per-rung history then).
@@ -7,10 +8,10 @@ Everything a search keeps lives under `<storage>/<name>/`: Ray's experiment (`ra
 (`optuna.db`, open it with `optuna-dashboard sqlite:///<storage>/<name>/optuna.db`), `search.json` (the
 parent MLflow run) and `summary.json`.
 
-Traps handled (shared/reference/ecosystem.md): OptunaSearch gets metric/mode itself; trials ASHA stopped
-reach Optuna as PRUNED, not COMPLETE; Optuna trials a crash left RUNNING are taken up again on resume
-(same parameters) instead of leaving zombies; a multi-node cluster with a driver-only tracking store is
-refused; `address="local"` unless an address is given, so a laptop never joins a stranger's cluster.
+Traps handled (shared/reference/ecosystem.md): the searcher holds metric/mode itself; trials ASHA stopped
+reach Optuna as PRUNED, not COMPLETE; Optuna trials a crash left RUNNING are told FAIL and their parameters
+enqueued again on resume (the history shows the crash); a multi-node cluster with a driver-only tracking store
+is refused; `address="local"` unless an address is given, so a laptop never joins a stranger's cluster.
 """
 
 from __future__ import annotations
@@ -24,185 +25,17 @@ import optuna
 import ray
 from optuna.trial import TrialState
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-from ray.tune.search.optuna import OptunaSearch
+from ray.tune.schedulers import FIFOScheduler
 
+from search.asha import SeededASHA
 from search.config import SearchConfig
+from search.searcher import StudySearcher, Study
 from search.space import TrialSpec, define_space
 from search.trainable import METRIC, TrialContext, run_trial
 from trainables.config import PipelineConfig, load_config, update
 from trainables.errors import XstiltsError
 from trainables.tasks import TARGETS, TASKS
 from trainables.tracking import MlflowTracker, mask
-
-
-class PrunedOptunaSearch(OptunaSearch):
-    """OptunaSearch that tells Optuna PRUNED for trials a scheduler stopped before max_t, adopts Optuna
-    trials left RUNNING by a crashed driver instead of asking new ones, and leaves the trials that failed
-    (out of retries) RUNNING, for `--resume` to finish."""
-
-    def __init__(self, *args, max_t: int, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._max_t = max_t
-        self._zombies: list[int] | None = None  # Optuna trials a crashed driver left RUNNING, not yet taken up
-
-    def suggest(self, trial_id: str):
-        if trial_id not in self._ot_trials and self._ot_study is not None:
-            zombie = self._next_zombie()
-            if zombie is not None:  # a zombie from before the crash: run it (same params)
-                self._ot_trials[trial_id] = optuna.trial.Trial(self._ot_study, zombie)
-        return super().suggest(trial_id)
-
-    def _next_zombie(self) -> int | None:
-        """The storage id of the next Optuna trial left RUNNING by a crashed driver, or None. Zombies can only
-        predate this driver (the trials it asks are its own), so the study is read once, at the first suggest,
-        not at every suggest (that read grew with the study: quadratic over a search). The list is not saved
-        with the searcher: a searcher restored after a crash reads the study again."""
-        if getattr(self, "_zombies", None) is None:
-            known = {t.number for t in self._ot_trials.values()}
-            self._zombies = [frozen._trial_id for frozen in
-                             self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                             if frozen.number not in known]
-        return self._zombies.pop(0) if self._zombies else None
-
-    def save(self, checkpoint_path: str):
-        zombies, self._zombies = getattr(self, "_zombies", None), None
-        try:
-            super().save(checkpoint_path)
-        finally:
-            self._zombies = zombies
-
-    def on_trial_result(self, trial_id: str, result: dict):
-        """Tune snapshots its experiment now and then, not at every result: a search restored after a crash may
-        rerun (from its checkpoint) a trial whose Optuna trial had already finished. Its results change nothing
-        in Optuna; the trial is counted as completed so nothing more is told for it. A trial's first result
-        links its Optuna trial to its Ray trial and MLflow run (user attributes `ray_trial_id`, `mlflow_run_id`:
-        what optuna-dashboard shows beside the trial)."""
-        try:
-            self._link(trial_id, result)
-            super().on_trial_result(trial_id, result)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            self._completed_trials.add(trial_id)
-
-    def _link(self, trial_id: str, result: dict) -> None:
-        linked = self.__dict__.setdefault("_linked", {})  # trial id -> the MLflow run id told (None: not yet)
-        ot_trial, run_id = self._ot_trials.get(trial_id), result.get("mlflow_run_id")
-        if ot_trial is None or (trial_id in linked and (run_id is None or linked[trial_id] == run_id)):
-            return
-        if trial_id not in linked:
-            ot_trial.set_user_attr("ray_trial_id", trial_id)
-        if run_id:  # a tracking server down at the trial's start: its run (and id) come later
-            ot_trial.set_user_attr("mlflow_run_id", run_id)
-        linked[trial_id] = run_id
-
-    def on_trial_complete(self, trial_id: str, result=None, error: bool = False):
-        if error and trial_id in self._ot_trials:
-            # Out of retries: leave its Optuna trial RUNNING, not FAIL, so `--resume` (which reruns errored
-            # trials from their checkpoints) can still finish it as the same Optuna trial.
-            return
-        if result and not error and trial_id not in self._completed_trials and trial_id in self._ot_trials:
-            self._link(trial_id, result)
-            self._report_last(self._ot_trials[trial_id], result)
-        if (result and not error and trial_id not in self._completed_trials and trial_id in self._ot_trials
-                and result.get("training_iteration", self._max_t) < self._max_t):
-            ot_trial = self._ot_trials[trial_id]
-            # skip_if_finished: a trial finished again after a restore from an older experiment snapshot
-            self._ot_study.tell(ot_trial, None, state=TrialState.PRUNED, skip_if_finished=True)
-            self._completed_trials.add(trial_id)
-            return
-        super().on_trial_complete(trial_id, result, error)
-
-
-    def _report_last(self, ot_trial, result: dict) -> None:
-        """Tune hands a trial's last result (the rung ASHA stopped it at, or max_t) to on_trial_complete only,
-        never to on_trial_result: record it as an intermediate value too, so Optuna's history of a trial has
-        every rung it reported (as MLflow's does)."""
-        step, value = result.get("training_iteration"), result.get(METRIC)
-        if step is None or value is None or isinstance(self.metric, list):  # Optuna keeps no history per objective
-            return
-        frozen = self._ot_study._storage.get_trial(ot_trial._trial_id)
-        if not frozen.state.is_finished() and int(step) not in frozen.intermediate_values:
-            ot_trial.report(float(value), int(step))
-
-
-class SeededASHA(ASHAScheduler):
-    """ASHA that never stops the seeded configurations (points_to_evaluate: the baseline, known mixtures):
-    reports compare everything against them, so they always run to the last rung. Optuna asks the enqueued
-    points first, so they are Optuna trials 0 .. k-1.
-
-    It also keeps its rung records in `records` (`<search>/asha.json`, one JSON line appended per new record or
-    stop, so a result costs the same in a search's 1,000th trial as in its first): Ray Tune
-    restores a search's trials and searcher after a crash but not its scheduler (ray-project/ray#30838), and
-    an ASHA that forgot its rungs would let through trials the uninterrupted search stops. On unpickling (what
-    `Tuner.restore` does) it reads them back, with the trials it already stopped: a trial stopped just before
-    the crash, whose stop Ray had not saved yet, is stopped again when it reports.
-    """
-
-    def __init__(self, *args, protected: int = 0, records: str | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._protected = protected
-        self._records = records
-        self._stopped: dict[str, int] = {}  # trial id -> the rung it was stopped at
-
-    def on_trial_result(self, tune_controller, trial, result):
-        bracket, before = self._recorded(trial)
-        decision = super().on_trial_result(tune_controller, trial, result)
-        if trial.config.get("optuna_trial", self._protected) < self._protected:
-            decision = self.CONTINUE
-        at = result.get(self._time_attr, 0)
-        stop = []
-        if trial.trial_id in self._stopped and at >= self._stopped[trial.trial_id]:
-            decision = self.STOP
-        elif decision == self.STOP:
-            self._stopped[trial.trial_id] = at
-            stop = [{"stop": trial.trial_id, "at": at}]
-        self._save(trial, bracket, before, stop)
-        return decision
-
-    def on_trial_complete(self, tune_controller, trial, result):
-        bracket, before = self._recorded(trial)  # (Ray forgets the trial's bracket in on_trial_complete)
-        super().on_trial_complete(tune_controller, trial, result)
-        self._save(trial, bracket, before)
-
-    def _recorded(self, trial) -> tuple:
-        """The trial's bracket and the milestones it is recorded at (Ray records at most one more per result)."""
-        bracket = self._trial_info.get(trial.trial_id)
-        return bracket, {m for m, rec in bracket._rungs if trial.trial_id in rec} if bracket else set()
-
-    def _save(self, trial, bracket, before: set, extra: list = ()) -> None:
-        """Append what this result added: the trial's new rung record, its stop."""
-        if not self._records:
-            return
-        lines = [{"b": self._brackets.index(bracket), "m": m, "t": trial.trial_id, "v": rec[trial.trial_id]}
-                 for m, rec in (bracket._rungs if bracket else []) if m not in before and trial.trial_id in rec]
-        lines += extra
-        if lines:
-            with open(self._records, "a") as f:
-                f.write("".join(json.dumps(line) + "\n" for line in lines))
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        path = Path(self._records) if self._records else None
-        if path is None or not path.exists():
-            return
-        rungs = [dict(b._rungs) for b in self._brackets]  # milestone -> {trial id: value}, per bracket
-        for recorded in (rec for b in rungs for rec in b.values()):
-            recorded.clear()
-        for line in path.read_text().splitlines():
-            try:
-                entry = json.loads(line)
-            except ValueError:  # a line the crash cut short
-                continue
-            if "rungs" in entry:  # a whole state, as versions before the journal wrote it
-                for b, saved in enumerate(entry["rungs"]):
-                    for m, rec in saved:
-                        rungs[b][m].clear()
-                        rungs[b][m].update(rec)
-                self._stopped = dict(entry["stopped"])
-            elif "stop" in entry:
-                self._stopped[entry["stop"]] = entry["at"]
-            else:
-                rungs[entry["b"]][entry["m"]][entry["t"]] = entry["v"]
 
 
 def search_dir(cfg: SearchConfig) -> Path:
@@ -382,19 +215,23 @@ def build_tuner(cfg: SearchConfig, ctx: TrialContext, resume: bool, callbacks: l
     trainable = tune.with_resources(tune.with_parameters(fn, **kwargs), trial_resources(cfg, workers))
     exp_dir = experiment_dir(cfg)
     if resume and tune.Tuner.can_restore(str(exp_dir)):
-        return tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_errored=True)
+        try:
+            return tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_errored=True)
+        except (AttributeError, ModuleNotFoundError) as exc:  # pickled by an older xstilts: classes it no longer has
+            raise XstiltsError(f"search {cfg.name!r} was started by an older xstilts whose searcher this one cannot "
+                               f"restore ({exc})", "finish it with the version that started it, or start it anew "
+                               "under another name") from exc
     # (a resume whose driver died before Ray saved its experiment starts afresh, below)
     max_t = ctx.n_rungs
     points = [TrialSpec(mixture=p).to_params(cfg.candidates) for p in cfg.points_to_evaluate]
     metric, mode = objectives(cfg)
-    searcher = PrunedOptunaSearch(
+    searcher = StudySearcher(
         functools.partial(define_space, cfg=cfg), metric=metric, mode=mode, max_t=max_t,
-        points_to_evaluate=points or None,
-        sampler=tpe_sampler(cfg.seed, cfg.num_samples),
-        storage=optuna.storages.RDBStorage(optuna_storage(cfg)), study_name=cfg.name)
+        points_to_evaluate=points, sampler=tpe_sampler(cfg.seed, cfg.num_samples),
+        storage=optuna_storage(cfg), study_name=cfg.name)
     scheduler = (SeededASHA(time_attr="training_iteration", max_t=max_t, grace_period=min(cfg.scheduler.grace_period, max_t),
                             reduction_factor=cfg.scheduler.reduction_factor, records=str(search_dir(cfg) / "asha.json"),
-                            protected=len(cfg.points_to_evaluate) if cfg.scheduler.protect_seeded else 0)
+                            protect=cfg.scheduler.protect_seeded)
                  if cfg.scheduler.enabled and max_t > 1 else FIFOScheduler())
     return tune.Tuner(
         trainable,
@@ -442,6 +279,12 @@ def tpe_sampler(seed: int, num_samples: int) -> optuna.samplers.TPESampler:
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, num_samples // 3)))
 
 
+def failed_trials(cfg: SearchConfig) -> set[int]:
+    """The numbers of the study's trials told FAIL (zombies of a crashed driver, retried as new trials)."""
+    study = optuna.load_study(study_name=cfg.name, storage=optuna_storage(cfg))
+    return {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+
+
 def finished_all_rungs(metrics: dict | None, max_t: int) -> bool:
     """Whether a trial that ended reported every rung (DONE), rather than being stopped by ASHA (PRUNED)."""
     metrics = metrics or {}
@@ -455,7 +298,7 @@ def settle_study(cfg: SearchConfig, results, max_t: int) -> int:
     Ray trial is a zombie of a crash: FAIL. One whose Ray trial failed stays RUNNING: `--resume` reruns it."""
     study = optuna.load_study(study_name=cfg.name, storage=optuna_storage(cfg))
     by_number = {r.config.get("optuna_trial"): r for r in results if r.config}
-    zombies = 0
+    zombies, handle = 0, None
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         result = by_number.get(t.number)
         if result is None:
@@ -464,8 +307,9 @@ def settle_study(cfg: SearchConfig, results, max_t: int) -> int:
         elif result.error is None:
             if finished_all_rungs(result.metrics, max_t):
                 step = int(result.metrics["training_iteration"])
-                if not cfg.multi_objective and step not in t.intermediate_values:  # the dropped last rung
-                    optuna.trial.Trial(study, t._trial_id).report(result.metrics[METRIC], step)
+                if not cfg.multi_objective:  # the dropped last rung
+                    handle = handle or Study(optuna_storage(cfg), cfg.name)
+                    handle.report(t.number, step, result.metrics[METRIC])
                 study.tell(t.number, trial_values(cfg, result.metrics))
             else:
                 study.tell(t.number, state=TrialState.PRUNED)

@@ -93,3 +93,16 @@ def os_kill(pid: int, sig: int) -> None:
     import os
 
     os.kill(pid, sig)
+
+
+def trials_accounted(study, n: int) -> list:
+    """A search's Optuna trials after a crash and `--resume`: `n` finished (COMPLETE or PRUNED) besides the
+    zombies a killed driver left (told FAIL), each of which ran again with its parameters as a new trial
+    (user attribute `retry_of`). Returns the finished trials."""
+    failed = {t.number: t for t in study.trials if t.state.name == "FAIL"}
+    retries = {t.user_attrs["retry_of"]: t for t in study.trials if "retry_of" in t.user_attrs}
+    assert set(failed) == set(retries), (sorted(failed), sorted(retries))
+    assert all(retries[k].params == t.params for k, t in failed.items())
+    done = [t for t in study.trials if t.number not in failed]
+    assert len(done) == n and all(t.state.name in ("COMPLETE", "PRUNED") for t in done), [t.state for t in done]
+    return done

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import trials_accounted
+
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
@@ -154,6 +156,6 @@ def test_search_with_two_workers_per_trial_resumes(toy_dir, cache, tmp_path):
     resumed = subprocess.run(args + ["--resume"], capture_output=True, text=True, cwd=tmp_path, timeout=1500)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     study = optuna.load_study(study_name="dist", storage=f"sqlite:///{db}")
-    assert len(study.trials) == 3 and all(t.state.is_finished() and t.state.name != "FAIL" for t in study.trials)
+    trials_accounted(study, 3)  # (a trial the kill lost: FAIL, and run again)
     summary = json.loads((tmp_path / "searches/dist/summary.json").read_text())
     assert summary["best"] is not None and not list((tmp_path / "searches/dist/train-pgs").glob("*"))

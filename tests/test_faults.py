@@ -20,7 +20,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from helpers import free_port, wait_http
+from helpers import free_port, trials_accounted, wait_http
 from test_search import ROOT, _stop, check_search, children, search_args
 
 pytestmark = pytest.mark.slow
@@ -164,6 +164,8 @@ def test_cluster_faults_worker_kills_tracking_outage_node_loss(tmp_path, toy_dir
         client = MlflowClient(server.uri)
         for kid in kids:  # no metric lost: every rung Optuna saw is in MLflow, with its value
             trial = study.trials[int(kid.data.tags["optuna.trial"])]
+            if trial.state == TrialState.FAIL:  # a trial the driver lost (none here: the driver is not killed)
+                continue
             history = {m.step: m.value for m in client.get_metric_history(kid.info.run_id, "validation/average")}
             assert history == pytest.approx(trial.intermediate_values), (kid.data.tags, history)
         assert not list((root / "tracking-pending").glob("*.json"))  # nothing left unsent
@@ -250,6 +252,6 @@ def test_full_cache_disk_then_resume(tmp_path, toy_dir, cache):
         resumed = subprocess.run(args + ["--resume"], capture_output=True, text=True, cwd=tmp_path, timeout=900)
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         study = optuna.load_study(study_name="full", storage=f"sqlite:///{tmp_path / 'searches/full/optuna.db'}")
-        assert len(study.trials) == 2 and all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
+        trials_accounted(study, 2)
     finally:
         subprocess.run(["umount", "-l", str(cache)], capture_output=True)

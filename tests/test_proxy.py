@@ -25,6 +25,26 @@ def test_spearman():
     assert spearman([1, 2], [1, 2]) is None and spearman([1, 2, 3], [5, 5, 5]) is None
 
 
+def test_rankings_find_each_confirmed_mixture_also_when_a_crash_retried_it():
+    """The confirmation's seeded points are found by mixture: a zombie (told FAIL) and its retry under a new
+    number give the retry's score; the regret is the confirmation's best minus the proxy's pick there."""
+    from types import SimpleNamespace
+
+    from search.proxy import rankings
+
+    cfg = SimpleNamespace(candidates=["mnli", "qqp"], proxy=SimpleNamespace(top_k=2))
+    p = lambda **w: {**{f"use_{t}": t in w for t in cfg.candidates}, **{f"w_{t}": v for t, v in w.items()}}  # noqa: E731
+    trial = lambda n, params, avg, state="COMPLETE", **kw: {"number": n, "params": params, "average": avg,  # noqa: E731
+                                                            "state": state, "test_average": None, **kw}
+    proxy = {"name": "px-proxy", "trials": [trial(0, p(), 50.0), trial(1, p(mnli=1.0), 60.0), trial(2, p(qqp=1.0), 55.0)]}
+    here = {"trials": [trial(0, p(), 70.0, seeded=True), trial(1, p(mnli=1.0), None, "FAIL", seeded=True),
+                       trial(2, p(qqp=1.0), 75.0, seeded=True), trial(3, p(mnli=1.0), 72.0, seeded=True, retry_of=1)]}
+    out = rankings(cfg, proxy, here, [{"mnli": 1.0}, {"qqp": 1.0}])
+    assert [r["average"] for r in out["configurations"]] == [70.0, 72.0, 75.0]
+    assert out["regret"] == pytest.approx(3.0)  # the proxy picked mnli (72 here); qqp is best here (75)
+    assert out["spearman"] == pytest.approx(0.5)
+
+
 @pytest.mark.slow
 def test_proxy_search_confirms_its_best_mixtures_on_the_larger_model(tmp_path, toy_dir, cache):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

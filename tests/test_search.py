@@ -18,7 +18,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from helpers import free_port, wait_http
+from helpers import free_port, trials_accounted, wait_http
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -45,22 +45,28 @@ def children(uri: str, experiment: str) -> tuple[list, list]:
 
 
 def check_search(tmp: Path, name: str, uri: str, n: int = N) -> dict:
-    """N trials in Optuna (finished, pruned ones as pruned), Ray and MLflow; no duplicates; the summary's best."""
+    """N trials in Optuna (finished, pruned ones as pruned), Ray and MLflow; no duplicates; the summary's best.
+    A trial a killed driver lost (no Ray trial to resume it) is FAIL in Optuna, its run FAILED in MLflow, and
+    its parameters ran again as a new trial (`retry_of`)."""
     root = tmp / "searches" / name
     summary = json.loads((root / "summary.json").read_text())
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{root / 'optuna.db'}")
-    states = [t.state for t in study.trials]
-    assert len(states) == n and all(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in states), states
+    done = trials_accounted(study, n)
+    failed = {t.number for t in study.trials} - {t.number for t in done}
     ray_trials = [d for d in (root / "ray" / name).iterdir() if d.is_dir()]
-    assert len(ray_trials) == n
+    assert n <= len(ray_trials) <= n + len(failed)
     parents, kids = children(uri, f"xstilts-search-{name}")
     assert len(parents) == 1 and parents[0].info.run_id == summary["mlflow"]["parent_run_id"]
+    lost = [k for k in kids if int(k.data.tags["optuna.trial"]) in failed]
+    kids = [k for k in kids if k not in lost]
+    assert all(k.info.status == "FAILED" for k in lost)
     numbers = sorted(int(k.data.tags["optuna.trial"]) for k in kids)
-    assert numbers == list(range(n)), numbers  # one run per trial, no duplicates
+    assert numbers == sorted(t.number for t in done), numbers  # one run per trial, no duplicates
     assert all("validation/average" in k.data.metrics and k.info.status == "FINISHED" for k in kids)
     complete = {t.number: t.value for t in study.trials if t.state == TrialState.COMPLETE}
     assert summary["best"]["number"] == max(complete, key=complete.get)
-    assert summary["trials"][0]["mixture"] == {}  # the baseline, seeded first
+    assert summary["trials"][0]["mixture"] == {} and summary["trials"][0]["seeded"]  # the baseline, seeded first
+    assert sorted(t["retry_of"] for t in summary["trials"] if "retry_of" in t) == sorted(failed)
     return summary
 
 
@@ -190,6 +196,50 @@ def _finished_trials(db: Path, name: str) -> int:
     except Exception:
         return 0
     return sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
+
+
+def test_a_trial_its_driver_lost_is_failed_and_run_again(tmp_path):
+    """A driver killed after Optuna asked a trial but before Ray saved it leaves that Optuna trial RUNNING with
+    no Ray trial to resume it (a zombie). `--resume` tells it FAIL and runs its parameters again as a new trial,
+    still seeded, `retry_of` in the study and the summary; the zombie's MLflow run is
+    closed FAILED. Trials replay the recorded toy grid (search/replay.py): the driver is real, nothing trains."""
+    import functools
+
+    from mlflow import MlflowClient
+
+    from search.config import load_search_config
+    from search.searcher import StudySearcher
+    from search.space import TrialSpec, define_space
+    from search.trainable import METRIC
+    from search.tuner import optuna_storage, search_dir
+    from trainables.tracking import MlflowTracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    record = ROOT / "benchmarks" / "records" / "toy_grid.json"
+    overrides = ["name=lost", f"storage={tmp_path / 'searches'}", "num_samples=4", "max_concurrent_trials=2",
+                 f"tracking_uri={uri}", f"replay={{record: {record}, time_scale: 0.01}}"]
+    cfg = load_search_config("toy", overrides)
+    search_dir(cfg).mkdir(parents=True)
+    crashed = StudySearcher(functools.partial(define_space, cfg=cfg), metric=METRIC, mode="max", max_t=3,
+                            points_to_evaluate=[TrialSpec(mixture=p).to_params(cfg.candidates)
+                                                for p in cfg.points_to_evaluate],
+                            storage=optuna_storage(cfg), study_name=cfg.name)
+    assert crashed.suggest("gone")["seeded"]  # the baseline, asked; its trial made its run; then the driver died
+    zombie_run = MlflowTracker(uri, cfg.experiment_name, "trial-0",
+                               tags={"ray.trial_id": "gone", "optuna.trial": "0", "xstilts.search": "lost"}).run_id
+    # (without --resume: the driver died before it wrote search.json; the searcher's start is the same code)
+    out = subprocess.run([sys.executable, "-m", "search.cli", "search", "toy", *overrides],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = check_search(tmp_path, "lost", uri)
+    study = optuna.load_study(study_name="lost", storage=optuna_storage(cfg))
+    zombie, retry = study.trials[0], next(t for t in study.trials if t.user_attrs.get("retry_of") == 0)
+    assert zombie.state == TrialState.FAIL and retry.params == zombie.params and retry.user_attrs["seeded"]
+    last = max(max(t.intermediate_values) for t in study.trials if t.intermediate_values)
+    assert retry.state == TrialState.COMPLETE and max(retry.intermediate_values) == last  # (ASHA's sparing of
+    # seeded trials by their config's `seeded`: tests/test_search_units.py::test_asha_keeps_its_rungs_across_a_restore)
+    assert [t["number"] for t in summary["trials"] if t["seeded"]] == [0, 1, retry.number]
+    assert MlflowClient(uri).get_run(zombie_run).info.status == "FAILED"
 
 
 def test_sigkill_driver_then_resume(tmp_path, toy_dir, cache):

@@ -1,4 +1,5 @@
-"""Search pieces without a Ray cluster: the space, PRUNED bookkeeping, zombie adoption, the phase-2 cache.
+"""Search pieces without a Ray cluster: the space, PRUNED bookkeeping, zombies told FAIL and retried, ASHA, the
+phase-2 cache.
 
 Run: pytest tests/test_search_units.py
 """
@@ -15,7 +16,7 @@ from optuna.trial import TrialState
 from search.config import load_search_config
 from search.space import TrialSpec, define_space
 from search.trainable import METRIC
-from search.tuner import PrunedOptunaSearch
+from search.searcher import StudySearcher
 from trainables.cache import Cache
 from trainables.config import load_config
 from trainables.errors import XstiltsError
@@ -81,12 +82,11 @@ def test_a_bad_spec_is_refused_by_the_pipeline_config():
         TrialSpec({"mnli": 1.0}, intermediate_lr=-1.0).pipeline_config(base)
 
 
-def _searcher(storage, max_t=3):
+def _searcher(storage, max_t=3, points=None):
     cfg = load_search_config(None, ["candidates=[mnli,qqp]"])
-    s = PrunedOptunaSearch(functools.partial(define_space, cfg=cfg), metric="validation/average", mode="max", max_t=max_t,
-                           storage=optuna.storages.RDBStorage(storage), study_name="s",
-                           sampler=optuna.samplers.RandomSampler(seed=0))
-    return s
+    return StudySearcher(functools.partial(define_space, cfg=cfg), metric="validation/average", mode="max",
+                         max_t=max_t, storage=storage, study_name="s", sampler=optuna.samplers.RandomSampler(seed=0),
+                         points_to_evaluate=points)
 
 
 def test_scheduler_stopped_trials_reach_optuna_as_pruned(tmp_path):
@@ -138,16 +138,30 @@ def test_a_trial_restored_from_an_older_snapshot_reports_again_without_error(tmp
         TrialState.COMPLETE, 14.0, {1: 11.0, 2: 13.0, 3: 14.0})
 
 
-def test_trials_left_running_by_a_crash_are_taken_up_again(tmp_path):
+def test_a_crash_zombie_is_told_fail_and_its_parameters_run_again(tmp_path):
+    """An Optuna trial a crashed driver left RUNNING, with no Ray trial to resume it, is told FAIL and enqueued
+    again with the same parameters: the retry runs next (a seeded point stays seeded) and the history shows both.
+    A trial the restored searcher knows (Tune resumes it) is not a zombie."""
     storage = f"sqlite:///{tmp_path}/o.db"
-    crashed = _searcher(storage)
-    params = crashed.suggest("t1")  # asked, then the driver died: RUNNING forever in storage
-    fresh = _searcher(storage)
-    again = fresh.suggest("t9")
-    assert again == params
-    fresh.on_trial_complete("t9", {"validation/average": 5.0, "training_iteration": 3})
+    crashed = _searcher(storage, points=[{"use_mnli": False, "use_qqp": False}])
+    seeded = crashed.suggest("t0")  # the baseline, asked, then the driver died: RUNNING forever in storage
+    assert seeded["seeded"] is True and seeded["optuna_trial"] == 0
+    free = crashed.suggest("t1")
+    del crashed.__dict__["_numbers"]["t0"]  # Tune had saved its experiment with t1 in it, not t0
+    crashed.save(str(tmp_path / "searcher.pkl"))
+    restored = _searcher(storage, points=[{"use_mnli": False, "use_qqp": False}])
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    again = restored.suggest("t9")
+    assert again == {**seeded, "optuna_trial": 2}  # same parameters, still seeded, a new number
+    restored.on_trial_complete("t9", {"validation/average": 5.0, "training_iteration": 3})
+    restored.on_trial_complete("t1", {"validation/average": 6.0, "training_iteration": 3})
     study = optuna.load_study(study_name="s", storage=storage)
-    assert [(t.number, t.state) for t in study.trials] == [(0, TrialState.COMPLETE)]
+    assert [(t.number, t.state) for t in study.trials] == [(0, TrialState.FAIL), (1, TrialState.COMPLETE),
+                                                          (2, TrialState.COMPLETE)]
+    assert study.trials[2].params == study.trials[0].params and study.trials[1].params == {
+        k: v for k, v in free.items() if k != "optuna_trial"}
+    assert study.trials[2].user_attrs["retry_of"] == 0 and study.trials[2].user_attrs["seeded"] is True
+    assert len(study.trials) == 3  # the points are enqueued once, when the study is new
 
 
 def test_truncated_cache_entry_is_detected(tmp_path):
@@ -162,7 +176,7 @@ def test_truncated_cache_entry_is_detected(tmp_path):
     assert not entry.valid()
 
 
-def _asha_run(scheduler_factory, rewards, crash_after=None, records=None):
+def _asha_run(scheduler_factory, rewards, crash_after=None, seeded=(0,)):
     """Trials report rungs 1..3 one after another (max_concurrent_trials=1); rewards[t][r] is trial t's value at
     rung r+1. With `crash_after=(t, r)`, the driver dies once trial t has reported rung r: the scheduler comes
     back the way `Tuner.restore` brings it back (unpickled from the copy pickled at the search's start), all
@@ -172,7 +186,8 @@ def _asha_run(scheduler_factory, rewards, crash_after=None, records=None):
 
     sched = scheduler_factory()
     at_start = pickle.dumps(sched)
-    trials = [SimpleNamespace(trial_id=f"t{i}", config={"optuna_trial": i}) for i in range(len(rewards))]
+    trials = [SimpleNamespace(trial_id=f"t{i}", config={"optuna_trial": i, **({"seeded": True} if i in seeded else {})})
+              for i in range(len(rewards))]
     stopped = {}
     for t, trial in enumerate(trials):
         sched.on_trial_add(None, trial)
@@ -196,11 +211,11 @@ def test_asha_keeps_its_rungs_across_a_restore(tmp_path):
     asha.json, so the resumed search stops the same trials at the same rungs."""
     from ray.tune.schedulers import ASHAScheduler
 
-    from search.tuner import SeededASHA
+    from search.asha import SeededASHA
 
     rewards = [[40, 41, 42], [50, 52, 53], [48, 49, 50], [45, 46, 51], [30, 31, 32], [47, 48, 49]]
     kw = dict(time_attr="training_iteration", metric=METRIC, mode="max", max_t=3, grace_period=1, reduction_factor=2)
-    seeded = lambda: SeededASHA(records=str(tmp_path / "asha.json"), protected=1, **kw)  # noqa: E731
+    seeded = lambda: SeededASHA(records=str(tmp_path / "asha.json"), **kw)  # noqa: E731
     plain = lambda: ASHAScheduler(**kw)  # noqa: E731
     straight = _asha_run(seeded, rewards)
     assert straight and 0 not in straight  # ASHA stopped some, never the protected baseline
@@ -208,6 +223,37 @@ def test_asha_keeps_its_rungs_across_a_restore(tmp_path):
     assert _asha_run(seeded, rewards, crash_after=crash) == straight
     assert _asha_run(plain, rewards) == straight
     assert _asha_run(plain, rewards, crash_after=crash) != straight  # the bug SeededASHA's records fix
+
+
+def test_asha_never_stops_a_seeded_trial(tmp_path):
+    """A seeded configuration (its config says `seeded: True`: the baseline, known mixtures) runs every rung
+    however it does; with protect=False, or unmarked, the same trial is stopped."""
+    from search.asha import SeededASHA
+
+    rewards = [[50, 52, 53], [48, 49, 50], [30, 31, 32], [47, 48, 49]]
+    kw = dict(time_attr="training_iteration", metric=METRIC, mode="max", max_t=3, grace_period=1, reduction_factor=2)
+    assert 2 in _asha_run(lambda: SeededASHA(**kw), rewards, seeded=())
+    assert 2 in _asha_run(lambda: SeededASHA(protect=False, **kw), rewards, seeded=(2,))
+    assert 2 not in _asha_run(lambda: SeededASHA(**kw), rewards, seeded=(2,))
+
+
+@pytest.mark.parametrize("rf,grace,max_t", [(2, 1, 9), (3, 1, 9), (2, 2, 8), (4, 1, 16)])
+def test_our_asha_stops_what_rays_stops(rf, grace, max_t):
+    """SeededASHA keeps its own state but must decide as Ray's ASHAScheduler (one bracket) does:
+    ray/tune/schedulers/async_hyperband.py. 60 trials of random rung values; nothing seeded."""
+    import random
+
+    from ray.tune.schedulers import ASHAScheduler
+
+    from search.asha import SeededASHA
+
+    rng = random.Random(rf * 100 + grace + max_t)
+    rewards = [[b + rng.gauss(0, 2) * r for r in range(1, max_t + 1)] for b in (rng.uniform(30, 60) for _ in range(60))]
+    kw = dict(time_attr="training_iteration", metric=METRIC, mode="max", max_t=max_t, grace_period=grace,
+              reduction_factor=rf)
+    ours = _asha_run(lambda: SeededASHA(**kw), rewards, seeded=())
+    assert ours == _asha_run(lambda: ASHAScheduler(**kw), rewards, seeded=())
+    assert len(ours) > 20  # there was stopping to agree on
 
 
 @pytest.mark.slow  # seconds of training or a subprocess: not the fast layer
@@ -248,7 +294,9 @@ def test_buffered_tracker_keeps_everything_while_the_store_is_down(tmp_path):
 @pytest.mark.slow  # seconds: the fast layer stays under a minute
 def test_a_run_first_made_from_a_spill_file_is_closed_with_rays_verdict(tmp_path):
     """A trial stopped (killed) while the server was down never made its run; the driver's close then finds
-    nothing. The run is made at the end from the spill file; `settle` closes it, leaving closed runs alone."""
+    nothing. The run is made at the end from the spill file; `settle` closes it, leaving closed runs alone. The
+    run of a crashed driver's trial (its Optuna trial told FAIL, no Ray verdict) is closed FAILED; another
+    search's run of the same number is left alone."""
     from types import SimpleNamespace
 
     from mlflow import MlflowClient
@@ -261,21 +309,25 @@ def test_a_run_first_made_from_a_spill_file_is_closed_with_rays_verdict(tmp_path
     done = MlflowTracker(uri, "exp", "trial-0", tags={"ray.trial_id": "t0"})
     done.log_metrics({"validation/average": 39.0}, step=1)
     done.close()
+    for trial_id, search in (("z", "search"), ("o", "other")):  # RUNNING: their drivers died
+        MlflowTracker(uri, "exp", "trial-5", tags={"ray.trial_id": trial_id, "optuna.trial": "5",
+                                                   "xstilts.search": search})
     closer = CloseRuns(uri, "exp")
     closer.on_trial_complete(0, [], SimpleNamespace(trial_id="t0"))
     closer.on_trial_complete(0, [], SimpleNamespace(trial_id="t1"))  # no run yet: nothing to close
-    ended = MlflowClient(uri).search_runs([MlflowClient(uri).get_experiment_by_name("exp").experiment_id])[0].info.end_time
+    ended = MlflowClient(uri).get_run(done.run_id).info.end_time
     spill = root / "tracking-pending" / "t1.json"  # what the killed trial left: its metrics, no close
     spill.parent.mkdir(parents=True)
     spill.write_text(json.dumps({"uri": uri, "experiment": "exp", "run_name": "trial-1", "run_id": None,
                                  "tags": {"ray.trial_id": "t1"}, "reuse_tag": ["ray.trial_id", "t1"],
                                  "ops": [["metrics", [["validation/average", 41.0, 0, 1]]]]}))
-    finish_tracking(root, closer, patience_s=5)
+    finish_tracking(root, closer, patience_s=5, failed={5})
     client = MlflowClient(uri)
     runs = {r.data.tags["ray.trial_id"]: r for r in client.search_runs([client.get_experiment_by_name("exp").experiment_id])}
     assert runs["t1"].info.status == "FINISHED" and runs["t1"].data.metrics == {"validation/average": 41.0}
     assert runs["t0"].info.status == "FINISHED" and runs["t0"].info.end_time == ended  # not closed twice
     assert not spill.exists()
+    assert runs["z"].info.status == "FAILED" and runs["o"].info.status == "RUNNING"
 
 
 def test_live_table_tells_pruned_from_done_and_error(capsys):
@@ -363,9 +415,8 @@ def test_multi_objective_trials_reach_optuna_with_score_and_cost(tmp_path):
 
     metric, mode = objectives(cfg)
     assert metric == [METRIC, "cost/cpu_hours"] and mode == ["max", "min"]
-    s = PrunedOptunaSearch(lambda t: define_space(t, cfg), metric=metric, mode=mode, max_t=3,
-                           storage=optuna.storages.RDBStorage(storage), study_name="s",
-                           sampler=optuna.samplers.RandomSampler(seed=0))
+    s = StudySearcher(lambda t: define_space(t, cfg), metric=metric, mode=mode, max_t=3, storage=storage,
+                      study_name="s", sampler=optuna.samplers.RandomSampler(seed=0))
     for trial_id in "abcd":
         s.suggest(trial_id)
     for it in (1, 2):
