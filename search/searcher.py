@@ -83,11 +83,13 @@ class StudySearcher(Searcher):
         self._done: set[str] = set()  # Ray trials whose Optuna trial this searcher has finished
         self._linked: dict[str, str | None] = {}  # Ray trial id -> the MLflow run id told (None: not yet)
         self._open: Study | None = None  # not pickled: opened again after a restore
+        self._checked = False  # zombies looked for (at the first use after a start or a restore, not before
+        # restore() has said which trials Tune resumes)
+        self._connect()  # the study exists (its metric names can be set) once the searcher does
 
     # -- the study -------------------------------------------------------------------------------------------------
 
-    @property
-    def study(self) -> Study:
+    def _connect(self) -> Study:
         if self._open is None:
             modes = self._mode if isinstance(self._mode, list) else [self._mode]
             self._open = Study(self._url, self._name, self._sampler,
@@ -95,8 +97,15 @@ class StudySearcher(Searcher):
             if not self._open.study.get_trials(deepcopy=False):  # a new study: the seeded points go first
                 for point in self._points:
                     self._open.study.enqueue_trial(point, user_attrs={SEEDED: True})
-            self._retry_zombies()
         return self._open
+
+    @property
+    def study(self) -> Study:
+        study = self._connect()
+        if not self._checked:
+            self._checked = True
+            self._retry_zombies()
+        return study
 
     def _retry_zombies(self) -> None:
         """Optuna trials left RUNNING by a crashed driver that no Ray trial of this search will resume (they
@@ -196,17 +205,17 @@ class StudySearcher(Searcher):
     # -- Tune saves the searcher with its experiment and restores it after a crash ---------------------------------
 
     def save(self, checkpoint_path: str) -> None:
-        state = {k: v for k, v in self.__dict__.items() if k not in ("_open", "_space")}
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_open", "_space", "_checked")}
         with open(checkpoint_path, "wb") as f:
             pickle.dump(state, f)
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
             self.__dict__.update(pickle.load(f))
-        self._open = None  # opened (and zombies looked for) at the next suggest
+        self._open, self._checked = None, False  # opened, and zombies looked for, at the next use
 
     def __getstate__(self):  # Tune pickles the searcher into tuner.pkl: no open database connections
-        return {k: (None if k == "_open" else v) for k, v in self.__dict__.items()}
+        return {**self.__dict__, "_open": None, "_checked": False}
 
 
 def is_seeded(trial: optuna.trial.FrozenTrial, n_points: int, marked: bool) -> bool:
