@@ -13,13 +13,15 @@ interface, so an upgrade of Ray cannot silently break it, and with two things Ra
   stops. Each new record and stop is appended as one JSON line to `records` (`<search>/asha.json`: a result
   costs the same in a search's 1,000th trial as in its first); unpickling (what `Tuner.restore` does) reads them
   back, with the trials already stopped — one stopped just before the crash, whose stop Ray had not saved yet, is
-  stopped again when it reports.
+  stopped again when it reports. The records' path is the one given at the search's start unless the driver
+  restores inside `SeededASHA.records_at(path)` (a search folder moved or mounted elsewhere since).
 """
 
 from __future__ import annotations
 
 import json
 import math
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +29,18 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 
 class SeededASHA(FIFOScheduler):
+    _restoring_at: str | None = None  # set by `records_at` while Tune unpickles the scheduler
+
+    @classmethod
+    @contextmanager
+    def records_at(cls, path: str):
+        """Read (and from then on write) the records at `path` for schedulers unpickled inside this block."""
+        cls._restoring_at = str(path)
+        try:
+            yield
+        finally:
+            cls._restoring_at = None
+
     def __init__(self, time_attr: str = "training_iteration", metric: str | None = None, mode: str | None = None,
                  max_t: int = 100, grace_period: int = 1, reduction_factor: float = 4, *,
                  protect: bool = True, records: str | None = None):
@@ -109,6 +123,8 @@ class SeededASHA(FIFOScheduler):
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
+        if SeededASHA._restoring_at and self._records:
+            self._records = SeededASHA._restoring_at
         path = Path(self._records) if self._records else None
         if path is None or not path.exists():
             return

@@ -216,7 +216,8 @@ def build_tuner(cfg: SearchConfig, ctx: TrialContext, resume: bool, callbacks: l
     exp_dir = experiment_dir(cfg)
     if resume and tune.Tuner.can_restore(str(exp_dir)):
         try:
-            return tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_errored=True)
+            with SeededASHA.records_at(search_dir(cfg) / "asha.json"):  # where the search folder is now
+                return tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_errored=True)
         except (AttributeError, ModuleNotFoundError) as exc:  # pickled by an older xstilts: classes it no longer has
             raise XstiltsError(f"search {cfg.name!r} was started by an older xstilts whose searcher this one cannot "
                                f"restore ({exc})", "finish it with the version that started it, or start it anew "

@@ -225,6 +225,29 @@ def test_asha_keeps_its_rungs_across_a_restore(tmp_path):
     assert _asha_run(plain, rewards, crash_after=crash) != straight  # the bug SeededASHA's records fix
 
 
+def test_asha_reads_its_records_where_the_search_folder_is_now(tmp_path):
+    """Tune pickles the scheduler with the records' path of the search's start; a search folder moved since is
+    restored (inside `records_at`) from where it is now, and writes there from then on."""
+    import pickle
+    from types import SimpleNamespace
+
+    from search.asha import SeededASHA
+
+    kw = dict(time_attr="training_iteration", metric=METRIC, mode="max", max_t=3, grace_period=1, reduction_factor=2)
+    sched = SeededASHA(records=str(tmp_path / "old" / "asha.json"), **kw)
+    pickled = pickle.dumps(sched)  # what Tune keeps in tuner.pkl: the scheduler as the search started
+    (tmp_path / "old").mkdir()
+    for i, value in enumerate((50.0, 40.0)):
+        sched.on_trial_result(None, SimpleNamespace(trial_id=f"t{i}", config={}), {"training_iteration": 1, METRIC: value})
+    (tmp_path / "old").rename(tmp_path / "new")
+    with SeededASHA.records_at(tmp_path / "new" / "asha.json"):
+        moved = pickle.loads(pickled)
+    assert moved.rungs[1] == {"t0": 50.0, "t1": 40.0} and moved.stopped == {"t1": 1}
+    assert pickle.loads(pickled).rungs[1] == {}  # outside the block: the old path, gone: nothing read
+    moved.on_trial_result(None, SimpleNamespace(trial_id="t2", config={}), {"training_iteration": 1, METRIC: 45.0})
+    assert len((tmp_path / "new" / "asha.json").read_text().splitlines()) == 4
+
+
 def test_asha_never_stops_a_seeded_trial(tmp_path):
     """A seeded configuration (its config says `seeded: True`: the baseline, known mixtures) runs every rung
     however it does; with protect=False, or unmarked, the same trial is stopped."""
