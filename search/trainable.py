@@ -34,6 +34,7 @@ from search.space import TrialSpec
 from trainables import names
 from trainables.config import PipelineConfig
 from trainables.rungs import run_targets
+from trainables.sysmetrics import Usage
 from trainables.tracking import MlflowTracker, NullTracker, flatten_results
 
 if TYPE_CHECKING:
@@ -63,6 +64,7 @@ class TrialContext:
     registry: str = ""  # placement groups of Train runs, for RemoveTrainPlacementGroups
     max_failures: int = 2
     search_dir: str = ""  # the search's folder: trials' PID files, tracking calls not yet sent
+    context_tags: dict | None = None  # MLflow's context tags, resolved on the driver (user, source, git commit)
 
     @property
     def seeds(self) -> list[int]:
@@ -109,7 +111,7 @@ def _tracker(ctx: TrialContext, params: dict, trial_id: str, state: TrialState):
     spill = Path(ctx.search_dir) / SPILL / f"{trial_id}.json" if ctx.search_dir else None
     tracker = MlflowTracker(ctx.tracking_uri, ctx.experiment, f"trial-{params.get('optuna_trial')}",
                             parent_run_id=ctx.parent_run_id, tags=tags, run_id=state.mlflow_run_id, spill=spill,
-                            reuse_tag=("ray.trial_id", trial_id))
+                            reuse_tag=("ray.trial_id", trial_id), context=ctx.context_tags)
     tracker.set_tags(tags)  # the node may have changed after a restart
     return tracker
 
@@ -169,10 +171,12 @@ def run_trial(params: dict, ctx: TrialContext) -> None:
     with trial_run(params, ctx) as (state, spec, trial_id, tracker):
         clock = time.time()
         pipes = seed_pipelines(ctx, spec, train_launcher(ctx, trial_id))
+        # one name per setting: the pipeline's (`intermediate.lr`), which the tuned values (spec.tuned()) set
         tracker.log_params({**{names.weight_param(t): spec.mixture.get(t, 0.0) for t in ctx.candidates},
-                            **pipes[0].params(), **spec.tuned(), "seed": ctx.seed, "repeats": ctx.repeats})
+                            **pipes[0].params(), "seed": ctx.seed, "repeats": ctx.repeats})
         tracker.set_tags({"cache_hit": str(all(p.phase2.get("cache_hit") for p in pipes)).lower(),
                           "phase2.dir": pipes[0].phase2.get("dir", "")})
+        tracker.log_inputs(pipes[0].dataset_inputs())
         _entries_file(ctx, params, sorted({e for p in pipes for e in p.cache_entries()}))
         combined: dict[str, dict] = {}
         streams = [p.targets(fan_out_map(ctx)) for p in pipes]
@@ -204,6 +208,8 @@ def trial_run(params: dict, ctx: TrialContext):
     PID file, its MLflow run; the run closed FAILED on an error and the PID file marked ended whatever happens.
     Ray ends a trial it stops (ASHA, or done) by raising inside tune.report, a BaseException: that skips the last
     `tracker.close()`, and the driver's CloseRuns callback closes the run instead."""
+    global _usage
+    _usage = Usage()
     state = TrialState.load(tune.get_checkpoint())
     spec = TrialSpec.from_params(params, ctx.candidates)
     trial_id = tune.get_context().get_trial_id()
@@ -269,11 +275,16 @@ def _rung_metrics(ctx: TrialContext, pipes: list[Pipeline], combined: dict, spli
     return metrics
 
 
+_usage: Usage | None = None  # what this trial's process used since its last rung (trial_run starts it)
+
+
 def report_rung(ctx: TrialContext, tracker, state: "TrialState", rung: int, metrics: dict) -> None:
-    """Log a rung's metrics and its cost so far (wall time x resources) to the trial's run, checkpoint the trial's
-    state and report the rung to Tune (real and replayed trials alike)."""
+    """Log a rung's metrics, its cost so far (wall time x resources) and the process's system metrics since the
+    last rung to the trial's run, checkpoint the trial's state and report the rung to Tune (real and replayed
+    trials alike)."""
     hours = state.elapsed_s / 3600
     cost = {"cost/cpu_hours": hours * ctx.cpu, "cost/gpu_hours": hours * ctx.gpu}
+    cost.update(_usage.take() if _usage else {})  # (system/...: reported with the cost)
     tracker.log_metrics({**metrics, **cost}, step=rung)
     state.rung = rung
     state.mlflow_run_id = tracker.run_id  # None while a tracking server is down at the trial's start

@@ -35,7 +35,7 @@ from search.trainable import METRIC, TrialContext, run_trial
 from trainables.config import PipelineConfig, load_config, update
 from trainables.errors import XstiltsError
 from trainables.tasks import TARGETS, TASKS
-from trainables.tracking import MlflowTracker, mask
+from trainables.tracking import MlflowTracker, context_tags, mask
 
 
 def search_dir(cfg: SearchConfig) -> Path:
@@ -119,7 +119,7 @@ def trial_context(cfg: SearchConfig, base: PipelineConfig, uri: str | None, pare
                         cpu=cfg.resources.cpu, gpu=cfg.resources.gpu, fan_out=cfg.resources.fan_out,
                         train_storage=str(Path(base.cache_dir) / "ray-train"),
                         registry=str(search_dir(cfg) / "train-pgs"), max_failures=cfg.max_failures,
-                        search_dir=str(search_dir(cfg)))
+                        search_dir=str(search_dir(cfg)), context_tags=context_tags())
 
 
 def parent_run(cfg: SearchConfig, uri: str, resume: bool) -> MlflowTracker:

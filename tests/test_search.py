@@ -63,11 +63,20 @@ def check_search(tmp: Path, name: str, uri: str, n: int = N) -> dict:
     numbers = sorted(int(k.data.tags["optuna.trial"]) for k in kids)
     assert numbers == sorted(t.number for t in done), numbers  # one run per trial, no duplicates
     assert all("validation/average" in k.data.metrics and k.info.status == "FINISHED" for k in kids)
+    context = {k: v for k, v in parents[0].data.tags.items() if k.startswith("mlflow.source") or k == "mlflow.user"}
+    assert "mlflow.user" in context and all(k.data.tags.items() >= context.items() for k in kids)  # the driver's
+    assert all(not any(p.startswith(("intermediate_lr", "target_lr")) for p in k.data.params) for k in kids)
+    assert all(k.data.metrics["system/process_peak_memory_megabytes"] > 50 for k in kids)  # a trial's process
     complete = {t.number: t.value for t in study.trials if t.state == TrialState.COMPLETE}
     assert summary["best"]["number"] == max(complete, key=complete.get)
     assert summary["trials"][0]["mixture"] == {} and summary["trials"][0]["seeded"]  # the baseline, seeded first
     assert sorted(t["retry_of"] for t in summary["trials"] if "retry_of" in t) == sorted(failed)
     return summary
+
+
+def trained_tasks(params: dict) -> set[str]:
+    """The intermediate tasks a trial's run says it trained on (`mix/<task>` > 0)."""
+    return {k.split("/", 1)[1] for k, v in params.items() if k.startswith("mix/") and float(v) > 0}
 
 
 def test_toy_search_end_to_end(tmp_path, toy_dir, cache):
@@ -87,6 +96,13 @@ def test_toy_search_end_to_end(tmp_path, toy_dir, cache):
     assert summary["finalists"] == [n for n in (0, 1) if n in complete] + [best_free]
     tatoeba = "target/tatoeba/score"
     from mlflow import MlflowClient
+
+    for kid in children(uri, "xstilts-search-e2e")[1]:  # the task sources as dataset inputs, by context
+        inputs = MlflowClient(uri).get_run(kid.info.run_id).inputs.dataset_inputs
+        used = {(i.dataset.name.split(":")[0], {t.key: t.value for t in i.tags}["mlflow.data.context"]) for i in inputs}
+        assert {("xnli", "target"), ("pawsx", "target"), ("tatoeba", "target")} <= used, used
+        mixture = trained_tasks(kid.data.params)
+        assert {t for t, c in used if c == "intermediate"} == mixture, (used, kid.data.params)
 
     def finalist_scores():
         scores = {}

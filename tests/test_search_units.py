@@ -225,6 +225,75 @@ def test_asha_keeps_its_rungs_across_a_restore(tmp_path):
     assert _asha_run(plain, rewards, crash_after=crash) != straight  # the bug SeededASHA's records fix
 
 
+def test_system_metrics_measure_this_process():
+    """CPU utilisation since the last take (busy: well above zero; asleep: near zero) and peak memory, which an
+    allocation larger than the peak so far raises."""
+    import time
+
+    from trainables.sysmetrics import Usage
+
+    usage = Usage()
+    end = time.time() + 0.3
+    while time.time() < end:
+        pass
+    busy = usage.take()
+    time.sleep(0.3)
+    idle = usage.take()
+    assert busy["system/cpu_utilization_percentage"] > 50 > idle["system/cpu_utilization_percentage"]
+    before = idle["system/process_peak_memory_megabytes"]
+    block = bytearray(int(before + 100) * 2 ** 20)  # larger than the whole peak so far, touched: resident
+    block[::4096] = b"x" * len(block[::4096])
+    assert usage.take()["system/process_peak_memory_megabytes"] >= before + 100
+
+
+@pytest.mark.slow  # seconds: MLflow's SQLite store
+def test_runs_carry_mlflow_context_tags(tmp_path):
+    """A new run carries MLflow's context tags: user, source, the xstilts checkout's git commit, its version; a
+    trial's run carries those its driver resolved (`context`), not its Ray worker's."""
+    import subprocess
+
+    from mlflow import MlflowClient
+
+    from trainables.tracking import MlflowTracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tags = MlflowClient(uri).get_run(MlflowTracker(uri, "exp", "run").run_id).data.tags
+    assert tags["mlflow.user"] and tags["mlflow.source.type"] == "LOCAL" and tags["xstilts.version"]
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode == 0:  # a git checkout (CI's clean clone is one)
+        assert tags["mlflow.source.git.commit"] == head.stdout.strip()
+    trial = MlflowTracker(uri, "exp", "trial-0", tags={"ray.trial_id": "t0"},
+                          context={"mlflow.user": "driver-user", "mlflow.source.git.commit": "abc"})
+    tags = MlflowClient(uri).get_run(trial.run_id).data.tags
+    assert (tags["mlflow.user"], tags["mlflow.source.git.commit"], tags["ray.trial_id"]) == ("driver-user", "abc", "t0")
+    from trainables.tasks import dataset_inputs
+
+    trial.log_inputs(dataset_inputs(["mnli"], ["xnli"], None, False))
+    logged = MlflowClient(uri).get_run(trial.run_id).inputs.dataset_inputs
+    assert sorted((i.dataset.name, i.dataset.source_type, i.tags[0].value) for i in logged) == [
+        ("mnli:nyu-mll/glue/mnli", "hugging_face", "intermediate"), ("mnli:nyu-mll/glue/mnli", "hugging_face", "target"),
+        ("xnli:facebook/xnli/{lang}", "hugging_face", "target")]
+
+
+def test_dataset_inputs_name_every_source_a_run_reads():
+    """Each source of the mixture's tasks (intermediate) and of each target and the task it trains on (target);
+    the toy world and data prepared locally say so; a licensed local-only source is local."""
+    import json
+
+    from trainables.tasks import TASKS, dataset_inputs
+
+    hub = dataset_inputs(["qqp"], ["xnli", "panx"], None, False)
+    assert [(d["name"].split(":")[0], d["context"]) for d in hub] == [
+        ("qqp", "intermediate"), ("xnli", "target"), ("mnli", "target"), ("panx", "target")]
+    assert json.loads(hub[1]["source"]) == {"path": "facebook/xnli", "config_name": "{lang}", "revision": None}
+    assert len({d["digest"] for d in hub}) == len(hub)
+    toy = dataset_inputs(["qqp"], ["xnli"], "/data/toy", True)
+    assert {d["source_type"] for d in toy} == {"local"} and all(json.loads(d["source"])["data_dir"] == "/data/toy"
+                                                                for d in toy)
+    licensed = next(t for t in TASKS if any(s.local_only for s in TASKS[t].sources))
+    assert "local" in {d["source_type"] for d in dataset_inputs([], [licensed], None, False)}
+
+
 def test_asha_reads_its_records_where_the_search_folder_is_now(tmp_path):
     """Tune pickles the scheduler with the records' path of the search's start; a search folder moved since is
     restored (inside `records_at`) from where it is now, and writes there from then on."""

@@ -401,6 +401,14 @@ class Pipeline:
                 **{names.mix_param(t): self.probabilities.get(t, 0.0) for t in INTERMEDIATE},
                 **({"planted_scaling.slope": cfg.planted_scaling.slope} if cfg.planted_scaling.slope else {})}
 
+    def dataset_inputs(self) -> list[dict]:
+        """The task sources this run reads, for the tracker (trainables.tasks.dataset_inputs)."""
+        from trainables.tasks import dataset_inputs
+
+        cfg = self.cfg
+        return dataset_inputs([t for t, p in self.probabilities.items() if p > 0], cfg.targets, cfg.data_dir,
+                              cfg.model.name == "toy")
+
     def targets(self, mapper: Mapper | None = None) -> Iterator[TargetResult]:
         """Each target's results in rung order, from the phase-3 cache or computed. `mapper` runs the
         fine-tuned targets that are not cached (default: one after another, in this process)."""
@@ -513,6 +521,7 @@ def run_pipeline(cfg: PipelineConfig, tracker: Tracker | None = None, log=print,
     pipe = Pipeline(cfg, log, launcher, predictions=predictions is not None).prepare()
     tracker.log_params(pipe.params())
     tracker.set_tags({"cache_hit": str(pipe.phase2.get("cache_hit", False)).lower()})
+    tracker.log_inputs(pipe.dataset_inputs())
     for rung, result in enumerate(pipe.targets(), start=1):
         for split in cfg.eval_splits:
             log_summary(tracker, pipe.summary(split), split, step=rung)

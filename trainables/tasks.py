@@ -334,3 +334,35 @@ def training_task(target: Task) -> Task:
 
 def with_sources(task: Task, sources: tuple[Source, ...]) -> Task:
     return dataclasses.replace(task, sources=sources)
+
+
+def dataset_inputs(intermediate, targets, data_dir: str | None, toy: bool) -> list[dict]:
+    """The task sources a run reads, as MLflow dataset inputs (trainables.tracking: `log_inputs`): one per task
+    source, with context `intermediate` (the mixture's tasks) or `target` (each target and the task it trains on).
+    A Hub source is `hugging_face` in MLflow's HuggingFaceDatasetSource shape (path, config_name — per-language
+    configs as their template —, revision, data_dir when the files were prepared locally); the toy world, raw
+    files and licensed local-only data are `local`. The digest identifies the source description and context
+    (MLflow keeps one input per name and digest: MNLI read as a mixture task and for XNLI is listed twice)."""
+    import hashlib
+    import json
+
+    out, seen = [], set()
+    for context, names in (("intermediate", intermediate),
+                           ("target", [n for t in targets for n in dict.fromkeys([t, training_task(TASKS[t]).name])])):
+        for name in names:
+            for s in TASKS[name].sources:
+                source = {"path": s.hub_id, "config_name": s.config, "revision": s.revision}
+                if s.files:
+                    source["data_files"] = dict(s.files)
+                if data_dir:
+                    source["data_dir"] = str(data_dir)
+                kind = "local" if toy or s.local_only or s.files else "hugging_face"
+                text = json.dumps(source, sort_keys=True)
+                key = (context, name, text)
+                if key not in seen:
+                    seen.add(key)
+                    out.append({"name": f"{name}:{s.hub_id}/{s.config}"[:500], "context": context,
+                                "digest": hashlib.sha256(f"{context} {text}".encode()).hexdigest()[:12],
+                                "source_type": kind,
+                                "source": text})
+    return out

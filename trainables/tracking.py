@@ -9,8 +9,11 @@ one per key). The default store is SQLite under `mlflow/` (MLflow 3.17's file st
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Mapping, Protocol
@@ -44,6 +47,7 @@ class Tracker(Protocol):
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None: ...
     def set_tags(self, tags: Mapping[str, str]) -> None: ...
     def log_dict(self, data: dict, name: str) -> None: ...
+    def log_inputs(self, datasets: list[dict]) -> None: ...
     def close(self, status: str = "FINISHED") -> None: ...
 
 
@@ -54,6 +58,7 @@ class NullTracker:
     def log_metrics(self, metrics, step=0): pass
     def set_tags(self, tags): pass
     def log_dict(self, data, name): pass
+    def log_inputs(self, datasets): pass
     def close(self, status="FINISHED"): pass
 
 
@@ -64,6 +69,45 @@ def default_uri() -> str:
     from trainables.presets import home
 
     return f"sqlite:///{home() / 'mlflow' / 'mlflow.db'}"
+
+
+@functools.lru_cache(maxsize=1)
+def context_tags() -> dict[str, str]:
+    """MLflow's context tags for the runs this process makes: what MLflow resolves itself (`mlflow.user`,
+    `mlflow.source.name`, `mlflow.source.type`), the git commit, branch, remote and dirtiness of the xstilts
+    checkout the code runs from (MLflow's own git context needs GitPython and looks at the entry script, which in a
+    trial is Ray's worker), and `xstilts.version`. A search computes them on its driver and gives them to its
+    trials."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from mlflow.tracking.context.registry import resolve_tags
+    from mlflow.utils import mlflow_tags as T
+
+    tags = {k: str(v) for k, v in resolve_tags({}).items()}
+    if tags.get(T.MLFLOW_SOURCE_NAME) in (None, "-", ""):
+        tags[T.MLFLOW_SOURCE_NAME] = Path(sys.argv[0]).name or "python"
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    if (root / ".git").exists() and git("rev-parse", "HEAD"):
+        tags[T.MLFLOW_GIT_COMMIT] = git("rev-parse", "HEAD")
+        for key, value in ((T.MLFLOW_GIT_BRANCH, git("rev-parse", "--abbrev-ref", "HEAD")),
+                           (T.MLFLOW_GIT_REPO_URL, git("config", "--get", "remote.origin.url")),
+                           (T.MLFLOW_GIT_DIRTY, None if (s := git("status", "--porcelain", "--untracked-files=no"))
+                            is None else str(bool(s)).lower())):
+            if value:
+                tags[key] = mask(value)
+    try:
+        tags["xstilts.version"] = version("xstilts")
+    except PackageNotFoundError:
+        pass
+    return tags
 
 
 def artifact_location(uri: str, experiment: str) -> str | None:
@@ -82,14 +126,16 @@ class MlflowTracker:
     unreachable they stay queued, and the queue is mirrored to the `spill` file, so a tracking-server hiccup
     never fails a trial and a killed trial loses nothing: the next attempt of the trial, or the search driver
     at its end (`flush_spilled`), sends what is left. `reuse_tag` (`("ray.trial_id", id)`) finds the run a
-    previous attempt made instead of making a second one.
+    previous attempt made instead of making a second one. A new run carries MLflow's context tags
+    (`context`, default: this process's `context_tags()`).
     """
 
     RETRY_S = 5.0  # while the store is down, try again at most this often
 
     def __init__(self, uri: str | None, experiment: str, run_name: str, parent_run_id: str | None = None,
                  tags: Mapping[str, str] | None = None, run_id: str | None = None, spill: Path | str | None = None,
-                 reuse_tag: tuple[str, str] | None = None, patience_s: float = 30.0):
+                 reuse_tag: tuple[str, str] | None = None, patience_s: float = 30.0,
+                 context: Mapping[str, str] | None = None):
         from mlflow import MlflowClient
 
         self.uri = uri or default_uri()
@@ -99,7 +145,7 @@ class MlflowTracker:
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         self.client = MlflowClient(self.uri)
-        all_tags = dict(tags or {})
+        all_tags = {**(context_tags() if context is None else context), **(tags or {})}  # (a new run's)
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
         self.experiment, self.run_name, self.tags, self.reuse_tag = experiment, run_name, all_tags, reuse_tag
@@ -164,6 +210,12 @@ class MlflowTracker:
             self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in args[0]])
         elif kind == "text":
             self.client.log_text(self.run_id, args[0], args[1])
+        elif kind == "inputs":
+            from mlflow.entities import Dataset, DatasetInput, InputTag
+
+            self.client.log_inputs(self.run_id, datasets=[
+                DatasetInput(Dataset(d["name"], d["digest"], d["source_type"], d["source"]),
+                             tags=[InputTag("mlflow.data.context", d["context"])]) for d in args[0]])
         elif kind == "close":
             self.client.set_terminated(self.run_id, args[0])
 
@@ -233,6 +285,11 @@ class MlflowTracker:
 
     def log_dict(self, data, name):
         self._submit(["text", json.dumps(mask(data), indent=1, default=str), name])
+
+    def log_inputs(self, datasets: list[dict]) -> None:
+        """Dataset inputs ({name, digest, source_type, source, context}: trainables.tasks.dataset_inputs)."""
+        if datasets:
+            self._submit(["inputs", mask(list(datasets))])
 
     def log_text(self, text: str, name: str) -> None:
         self._submit(["text", mask(text), name])
