@@ -20,7 +20,6 @@ interface, so an upgrade of Ray cannot silently break it, and with two things Ra
 from __future__ import annotations
 
 import json
-import math
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -50,7 +49,7 @@ class SeededASHA(FIFOScheduler):
         super().__init__()
         self._time_attr, self._metric, self._mode = time_attr, metric, mode
         self._max_t, self._rf = max_t, reduction_factor
-        n_rungs = int(math.log(max_t / grace_period) / math.log(reduction_factor) + 1)
+        n_rungs = int(np.log(max_t / grace_period) / np.log(reduction_factor) + 1)  # (as Ray counts them)
         self.milestones = [grace_period * reduction_factor ** k for k in range(n_rungs)]
         self.rungs: dict[float, dict[str, float]] = {m: {} for m in self.milestones}  # milestone -> trial -> value
         self.stopped: dict[str, float] = {}  # trial id -> the rung it was stopped at
@@ -65,8 +64,9 @@ class SeededASHA(FIFOScheduler):
         return True
 
     def on_trial_add(self, tune_controller, trial) -> None:
-        if not self._metric:
-            raise ValueError("SeededASHA has no metric: pass metric= or tune.TuneConfig(metric=...)")
+        if not self._metric or self._mode not in ("min", "max"):
+            raise ValueError("SeededASHA has no metric or mode: pass metric= and mode=, or set them in "
+                             "tune.TuneConfig(metric=..., mode=...)")
 
     def _sign(self) -> float:
         return -1.0 if self._mode == "min" else 1.0
@@ -92,6 +92,8 @@ class SeededASHA(FIFOScheduler):
         if self._time_attr not in result or self._metric not in result:
             return self.CONTINUE
         at = result[self._time_attr]
+        if trial.trial_id in self.stopped and at >= self.stopped[trial.trial_id]:
+            return self.STOP  # stopped before a crash: stopped again, recording nothing the straight run did not
         lines: list[dict] = []
         if at >= self._max_t:
             decision = self.STOP  # the last rung: recorded in on_trial_complete, as Ray's does
@@ -99,9 +101,7 @@ class SeededASHA(FIFOScheduler):
             decision, lines = self._record(trial.trial_id, at, self._sign() * result[self._metric])
         if self._protect and trial.config.get("seeded"):
             decision = self.CONTINUE
-        if trial.trial_id in self.stopped and at >= self.stopped[trial.trial_id]:
-            decision = self.STOP  # stopped before a crash: stopped again
-        elif decision == self.STOP and at < self._max_t:
+        if decision == self.STOP and at < self._max_t:
             self.stopped[trial.trial_id] = at
             lines.append({"stop": trial.trial_id, "at": at})
         self._append(lines)
@@ -110,6 +110,8 @@ class SeededASHA(FIFOScheduler):
     def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
         if not result or self._time_attr not in result or self._metric not in result:
             return
+        if trial.trial_id in self.stopped and result[self._time_attr] > self.stopped[trial.trial_id]:
+            return  # (went on past its stop after a crash: not what the straight run recorded)
         _, lines = self._record(trial.trial_id, result[self._time_attr], self._sign() * result[self._metric])
         self._append(lines)
 

@@ -135,6 +135,8 @@ def _per_seed(info: dict) -> dict[str, dict[int, float]]:
 
     out: dict[str, dict[int, float]] = {}
     for run in trial_runs(info["tracking_uri"], info["experiment"], info["parent_run_id"]).values():
+        if run.status == "FAILED":  # a trial a killed driver lost; its retry (same mixture) has the scores
+            continue
         values = names.seed_values(run.metrics, names.average("validation"))
         if not values and names.average("validation") in run.metrics:  # one seed: no per-seed metrics
             values = {int(run.params.get("seed", 0)): run.metrics[names.average("validation")]}

@@ -2,7 +2,7 @@
 Optuna's `ask`, `tell`, `enqueue_trial` and its storage's documented methods), so that an upgrade of either
 cannot silently break it.
 
-What it does beyond asking and telling (shared/reference/ecosystem.md):
+What it does beyond asking and telling:
 - trials a scheduler stopped before the last rung reach Optuna as PRUNED, with every rung they reported as an
   intermediate value (Tune hands the last result to `on_trial_complete` only);
 - the seeded points (`points_to_evaluate`: the baseline, known mixtures) are enqueued once, when the study is
@@ -12,7 +12,10 @@ What it does beyond asking and telling (shared/reference/ecosystem.md):
 - a zombie — an Optuna trial a crashed driver left RUNNING with no Ray trial to resume it — is told FAIL and
   enqueued again with the same parameters (user attribute `retry_of`), so the study's history shows the crash;
 - a trial rerun after a restore from an older experiment snapshot, whose Optuna trial had already finished,
-  changes nothing.
+  changes nothing; a restored Ray trial the searcher's own (older) state does not know is taken up by the Optuna
+  trial its config names, while that is still RUNNING (Tune saves its experiment, then the searcher; a crash
+  between the two) — unless the searcher had already told it FAIL as a zombie, when its retry runs instead;
+- restored inside `StudySearcher.study_at(url)`, it opens the study where the search folder is now.
 
 Unit tests: tests/test_search_units.py.
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+from contextlib import contextmanager
 from typing import Callable
 
 import optuna
@@ -72,6 +76,18 @@ class StudySearcher(Searcher):
     """Tune's searcher over an Optuna study (module docstring). `space(trial) -> dict` is define-by-run: it
     suggests on the Optuna trial and returns constants for the config (here the trial's number)."""
 
+    _restoring_at: str | None = None  # set by `study_at` while Tune unpickles the searcher
+
+    @classmethod
+    @contextmanager
+    def study_at(cls, url: str):
+        """Open the study at `url` for searchers unpickled inside this block (a search folder moved since)."""
+        cls._restoring_at = str(url)
+        try:
+            yield
+        finally:
+            cls._restoring_at = None
+
     def __init__(self, space: Callable[[optuna.Trial], dict | None], metric: str | list[str],
                  mode: str | list[str], *, max_t: int, storage: str, study_name: str,
                  sampler: optuna.samplers.BaseSampler | None = None, points_to_evaluate: list[dict] | None = None):
@@ -91,7 +107,7 @@ class StudySearcher(Searcher):
 
     def _connect(self) -> Study:
         if self._open is None:
-            modes = self._mode if isinstance(self._mode, list) else [self._mode]
+            modes = self.mode if isinstance(self.mode, list) else [self.mode]
             self._open = Study(self._url, self._name, self._sampler,
                                directions=["minimize" if m == "min" else "maximize" for m in modes])
             if not self._open.study.get_trials(deepcopy=False):  # a new study: the seeded points go first
@@ -140,22 +156,38 @@ class StudySearcher(Searcher):
     def _config(params: dict, number: int, attrs: dict) -> dict:
         return {**params, "optuna_trial": number, **({SEEDED: True} if attrs.get(SEEDED) else {})}
 
+    def _known(self, trial_id: str, result: dict | None) -> bool:
+        """Whether the trial's results go to Optuna. A Ray trial unknown to this searcher but restored by Tune (it
+        saved its experiment, then crashed before saving the searcher) is taken up by the Optuna trial its config
+        names, if that is still RUNNING."""
+        if trial_id in self._done:
+            return False
+        if trial_id in self._numbers:
+            return True
+        number = ((result or {}).get("config") or {}).get("optuna_trial")
+        if number is None or number in self._numbers.values():
+            return False
+        if self._connect().frozen(int(number)).state != TrialState.RUNNING:  # (told FAIL already if the searcher
+            return False                                                   # looked for zombies first: its retry runs)
+        self._numbers[trial_id] = int(number)
+        return True
+
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id not in self._numbers or trial_id in self._done:
+        if not self._known(trial_id, result):
             return
         self._link(trial_id, result)
-        if not isinstance(self._metric, list):  # Optuna keeps no intermediate values per objective
+        if not isinstance(self.metric, list):  # Optuna keeps no intermediate values per objective
             self._report(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if trial_id not in self._numbers or trial_id in self._done:
+        if not self._known(trial_id, result):
             return
         if error:  # out of retries: RUNNING, so that `--resume` (which reruns errored trials) finishes it
             return
         number = self._numbers[trial_id]
         if result:
             self._link(trial_id, result)
-            if not isinstance(self._metric, list):
+            if not isinstance(self.metric, list):
                 self._report(trial_id, result)  # the last rung: Tune gives it to on_trial_complete only
         values = self._values(result)
         stopped = result is not None and result.get("training_iteration", self._max_t) < self._max_t
@@ -171,14 +203,14 @@ class StudySearcher(Searcher):
     def _values(self, result: dict | None) -> float | list[float] | None:
         if not result:
             return None
-        if isinstance(self._metric, list):
-            values = [result.get(m) for m in self._metric]
+        if isinstance(self.metric, list):
+            values = [result.get(m) for m in self.metric]
             return None if any(v is None for v in values) else [float(v) for v in values]
-        value = result.get(self._metric)
+        value = result.get(self.metric)
         return None if value is None else float(value)
 
     def _report(self, trial_id: str, result: dict) -> None:
-        step, value = result.get("training_iteration"), result.get(self._metric)
+        step, value = result.get("training_iteration"), result.get(self.metric)
         if step is None or value is None:
             return
         try:
@@ -211,8 +243,15 @@ class StudySearcher(Searcher):
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
-            self.__dict__.update(pickle.load(f))
+            saved = pickle.load(f)
+        saved.pop("_url", None)  # this object's (from tuner.pkl, relocated by `study_at`) is where the study is now
+        self.__dict__.update(saved)
         self._open, self._checked = None, False  # opened, and zombies looked for, at the next use
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if StudySearcher._restoring_at:
+            self._url = StudySearcher._restoring_at
 
     def __getstate__(self):  # Tune pickles the searcher into tuner.pkl: no open database connections
         return {**self.__dict__, "_open": None, "_checked": False}

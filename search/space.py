@@ -1,8 +1,8 @@
 """The search space, and the one conversion between Optuna's parameters and a typed `TrialSpec`.
 
-`define_space` is the define-by-run space for OptunaSearch: only `trial.suggest_*` calls, no I/O, no
-training. Per candidate task: in or out (`use_<task>`), and a weight when in (`w_<task>`); the empty mixture
-is the pretrained baseline. Optional: sampling temperature, phase-2 and phase-3 learning rates (log scale),
+`define_space` is the define-by-run space of the search's Optuna study (search/searcher.py): only
+`trial.suggest_*` calls, no I/O, no training. Per candidate task: in or out (`use_<task>`), and a weight when in
+(`w_<task>`); the empty mixture is the pretrained baseline. Optional: sampling temperature, phase-2 and phase-3 learning rates (log scale),
 phase-2 steps. `TrialSpec.from_params` / `.to_params` are the only translations between those parameters
 and the values a trial runs with; `TrialSpec.pipeline_config` turns a spec into a `PipelineConfig` by a typed
 update of the search's base config (no override strings).

@@ -216,13 +216,18 @@ def build_tuner(cfg: SearchConfig, ctx: TrialContext, resume: bool, callbacks: l
     exp_dir = experiment_dir(cfg)
     if resume and tune.Tuner.can_restore(str(exp_dir)):
         try:
-            with SeededASHA.records_at(search_dir(cfg) / "asha.json"):  # where the search folder is now
+            # the journal and the study where the search folder is now (it may have moved since it started)
+            with SeededASHA.records_at(search_dir(cfg) / "asha.json"), StudySearcher.study_at(optuna_storage(cfg)):
                 return tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_errored=True)
         except (AttributeError, ModuleNotFoundError) as exc:  # pickled by an older xstilts: classes it no longer has
             raise XstiltsError(f"search {cfg.name!r} was started by an older xstilts whose searcher this one cannot "
                                f"restore ({exc})", "finish it with the version that started it, or start it anew "
                                "under another name") from exc
-    # (a resume whose driver died before Ray saved its experiment starts afresh, below)
+    # (a resume whose driver died before Ray saved its experiment starts afresh, below: its trials are new, so an
+    # ASHA journal of the dead driver's trials is set aside, kept, not read)
+    journal = search_dir(cfg) / "asha.json"
+    if journal.exists():
+        journal.rename(journal.with_name(f"asha-before-{int(journal.stat().st_mtime)}.json"))
     max_t = ctx.n_rungs
     points = [TrialSpec(mixture=p).to_params(cfg.candidates) for p in cfg.points_to_evaluate]
     metric, mode = objectives(cfg)
@@ -313,5 +318,9 @@ def settle_study(cfg: SearchConfig, results, max_t: int) -> int:
                     handle.report(t.number, step, result.metrics[METRIC])
                 study.tell(t.number, trial_values(cfg, result.metrics))
             else:
+                step, value = result.metrics.get("training_iteration"), result.metrics.get(METRIC)
+                if not cfg.multi_objective and step is not None and value is not None:  # the rung it stopped at
+                    handle = handle or Study(optuna_storage(cfg), cfg.name)
+                    handle.report(t.number, int(step), value)
                 study.tell(t.number, state=TrialState.PRUNED)
     return zombies

@@ -1,7 +1,8 @@
 """A trial's system metrics, logged at each rung beside its scores under MLflow's `system/` names, so a run shows
 what its trial used: CPU utilisation since the last rung (process CPU time over wall time, in percent of one
 core: threads can take it above 100), the process's peak resident memory, and on a GPU each visible device's
-memory in use, this process's peak allocation and its utilisation (the last needs pynvml: nvidia-ml-py).
+memory in use, this process's peak allocation and its utilisation (the last needs pynvml: nvidia-ml-py), for
+each device the process has allocated memory on.
 
 Standard library and torch only, read when a rung is logged (no sampling thread). What it cannot see: a trial
 whose jobs run on Ray Train workers (`distributed.workers > 1`) uses its GPUs in those workers' processes, so its
@@ -39,6 +40,8 @@ class Usage:
         torch = sys.modules.get("torch")  # only where the process uses torch: replayed trials never import it
         if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
             for i in range(torch.cuda.device_count()):
+                if not torch.cuda.memory_reserved(i):  # a device this process never used: no context made for it
+                    continue
                 free, total = torch.cuda.mem_get_info(i)
                 out[f"system/gpu_{i}_memory_usage_megabytes"] = (total - free) / MB
                 out[f"system/gpu_{i}_peak_allocated_megabytes"] = torch.cuda.max_memory_allocated(i) / MB
