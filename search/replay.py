@@ -120,7 +120,7 @@ def replay_trial(params: dict, ctx: TrialContext, replay) -> None:
                             "intermediate.steps": pcfg.intermediate.steps, "intermediate.sampler": pcfg.intermediate.sampler,
                             "intermediate.temperature": pcfg.intermediate.temperature, "target.lr": pcfg.target.lr,
                             **{names.mix_param(t): probs.get(t, 0.0) for t in INTERMEDIATE},
-                            **spec.tuned(), "repeats": ctx.repeats})
+                            "repeats": ctx.repeats})  # (the tuned values are in the pipeline's names above)
         tracker.set_tags({"cache_hit": "false", "replay.config": config_label(config)})
         elapsed = config["elapsed_s"]
         splits = tuple(ctx.base.eval_splits)

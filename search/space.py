@@ -65,10 +65,6 @@ class TrialSpec:
     def with_seed(self, seed: int) -> "TrialSpec":
         return replace(self, seed=seed)
 
-    def tuned(self) -> dict:
-        """The tuned settings this spec sets, by name (for tracking)."""
-        return {k: getattr(self, k) for k in TUNED if getattr(self, k) is not None}
-
     def pipeline_config(self, base: PipelineConfig) -> PipelineConfig:
         updates: dict = {"seed": self.seed, "intermediate": {"mixture": dict(self.mixture)}}
         for name, (section, key) in TUNED.items():

@@ -171,7 +171,7 @@ def run_trial(params: dict, ctx: TrialContext) -> None:
     with trial_run(params, ctx) as (state, spec, trial_id, tracker):
         clock = time.time()
         pipes = seed_pipelines(ctx, spec, train_launcher(ctx, trial_id))
-        # one name per setting: the pipeline's (`intermediate.lr`), which the tuned values (spec.tuned()) set
+        # one name per setting: the pipeline's (`intermediate.lr`), whether the search tuned it or not
         tracker.log_params({**{names.weight_param(t): spec.mixture.get(t, 0.0) for t in ctx.candidates},
                             **pipes[0].params(), "seed": ctx.seed, "repeats": ctx.repeats})
         tracker.set_tags({"cache_hit": str(all(p.phase2.get("cache_hit") for p in pipes)).lower(),
