@@ -5,12 +5,13 @@ cannot silently break it.
 What it does beyond asking and telling:
 - trials a scheduler stopped before the last rung reach Optuna as PRUNED, with every rung they reported as an
   intermediate value (Tune hands the last result to `on_trial_complete` only);
-- the seeded points (`points_to_evaluate`: the baseline, known mixtures) are enqueued once, when the study is
-  new, with the user attribute `seeded`; their trials' configs carry `seeded: True` (ASHA never stops them);
+- the seeded points (`points_to_evaluate`: the baseline, known mixtures) are asked first, in order, with the user
+  attribute `seeded`; their trials' configs carry `seeded: True` (ASHA never stops them);
 - each Optuna trial carries its Ray trial id and MLflow run id as user attributes (optuna-dashboard shows them);
 - a trial Tune gave up on (out of retries) stays RUNNING, for `xstilts search --resume` to finish;
 - a zombie — an Optuna trial a crashed driver left RUNNING with no Ray trial to resume it — is told FAIL and
   enqueued again with the same parameters (user attribute `retry_of`), so the study's history shows the crash;
+  the retry is asked next, before any seeded point not yet asked, so the resumed search keeps the order;
 - a trial rerun after a restore from an older experiment snapshot, whose Optuna trial had already finished,
   changes nothing; a restored Ray trial the searcher's own (older) state does not know is taken up by the Optuna
   trial its config names, while that is still RUNNING (Tune saves its experiment, then the searcher; a crash
@@ -101,6 +102,7 @@ class StudySearcher(Searcher):
         self._open: Study | None = None  # not pickled: opened again after a restore
         self._checked = False  # zombies looked for (at the first use after a start or a restore, not before
         # restore() has said which trials Tune resumes)
+        self._next_point = self._waiting = 0  # the next seeded point to enqueue; enqueued trials not yet asked
         self._connect()  # the study exists (its metric names can be set) once the searcher does
 
     # -- the study -------------------------------------------------------------------------------------------------
@@ -110,16 +112,18 @@ class StudySearcher(Searcher):
             modes = self.mode if isinstance(self.mode, list) else [self.mode]
             self._open = Study(self._url, self._name, self._sampler,
                                directions=["minimize" if m == "min" else "maximize" for m in modes])
-            if not self._open.study.get_trials(deepcopy=False):  # a new study: the seeded points go first
-                for point in self._points:
-                    self._open.study.enqueue_trial(point, user_attrs={SEEDED: True})
         return self._open
 
     @property
     def study(self) -> Study:
+        """The study; at the first use after a start or a restore, also where the seeded points stand (read from
+        the study, not from this searcher's saved state, which may be older) and the zombies retried."""
         study = self._connect()
         if not self._checked:
             self._checked = True
+            trials = study.study.get_trials(deepcopy=False)
+            self._next_point = sum(1 for t in trials if t.user_attrs.get(SEEDED) and RETRY_OF not in t.user_attrs)
+            self._waiting = sum(1 for t in trials if t.state == TrialState.WAITING)
             self._retry_zombies()
         return study
 
@@ -134,6 +138,7 @@ class StudySearcher(Searcher):
             study.tell(frozen.number, state=TrialState.FAIL)
             attrs = {RETRY_OF: frozen.number, **({SEEDED: True} if frozen.user_attrs.get(SEEDED) else {})}
             study.enqueue_trial(dict(frozen.params), user_attrs=attrs)
+            self._waiting += 1
             log.warning("Optuna trial %d was left RUNNING by a crashed driver: told FAIL, its parameters enqueued "
                         "again", frozen.number)
 
@@ -147,7 +152,14 @@ class StudySearcher(Searcher):
         if trial_id in self._numbers:  # asked before (Tune may ask again for the same id)
             frozen = study.frozen(self._numbers[trial_id])
             return self._config(frozen.params, frozen.number, frozen.user_attrs)
+        if not self._waiting and self._next_point < len(self._points):
+            # The seeded points are enqueued one at a time, when their turn comes, so that a zombie's retry (also
+            # enqueued, and Optuna asks enqueued trials oldest first) runs next, not after the points left: a
+            # resumed search runs its configurations in the order the uninterrupted one does.
+            study.study.enqueue_trial(self._points[self._next_point], user_attrs={SEEDED: True})
+            self._next_point, self._waiting = self._next_point + 1, 1
         trial = study.study.ask()
+        self._waiting = max(0, self._waiting - 1)
         returned = self._space(trial) or {}
         self._numbers[trial_id] = trial.number
         return {**self._config(trial.params, trial.number, trial.user_attrs), **returned}

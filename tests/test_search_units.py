@@ -161,7 +161,28 @@ def test_a_crash_zombie_is_told_fail_and_its_parameters_run_again(tmp_path):
     assert study.trials[2].params == study.trials[0].params and study.trials[1].params == {
         k: v for k, v in free.items() if k != "optuna_trial"}
     assert study.trials[2].user_attrs["retry_of"] == 0 and study.trials[2].user_attrs["seeded"] is True
-    assert len(study.trials) == 3  # the points are enqueued once, when the study is new
+    assert len(study.trials) == 3  # the point was not asked again
+
+
+def test_a_zombies_retry_runs_before_the_seeded_points_not_yet_asked(tmp_path):
+    """Seeded points p0, p1, p2: the driver dies while p1 runs (p1 a zombie). The resumed search runs p1 again,
+    then p2 — the order of the uninterrupted search (ASHA's cutoffs depend on it) — and asks no point twice, also
+    when its saved state is older than the study (the points asked are read from the study)."""
+    storage = f"sqlite:///{tmp_path}/o.db"
+    points = [{"use_mnli": False, "use_qqp": False}, {"use_mnli": True, "w_mnli": 1.0, "use_qqp": False},
+              {"use_mnli": False, "use_qqp": True, "w_qqp": 1.0}]
+    crashed = _searcher(storage, points=points)
+    crashed.suggest("a")
+    crashed.save(str(tmp_path / "searcher.pkl"))  # saved before p1 was asked
+    crashed.suggest("b")
+    restored = _searcher(storage, points=points)
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    order = [restored.suggest(t) for t in ("c", "d", "e")]
+    study = optuna.load_study(study_name="s", storage=storage)
+    assert [t.state for t in study.trials[:2]] == [TrialState.RUNNING, TrialState.FAIL]  # a: known, resumed
+    assert [c["optuna_trial"] for c in order] == [2, 3, 4] and study.trials[2].user_attrs["retry_of"] == 1
+    assert [study.trials[n].params for n in (2, 3)] == [points[1], points[2]]
+    assert "seeded" not in order[2]  # the points are done: TPE's turn
 
 
 def test_a_restored_searcher_opens_the_study_where_the_search_folder_is_now(tmp_path):
