@@ -1,7 +1,7 @@
 """Benchmark: the real search driver at cluster scale — 1,000 trials, 64 at a time — on one small machine.
 
 `xstilts search`'s own driver runs unchanged (`search.run.run_search`: Tune with the Optuna study searcher on SQLite, the
-`SeededASHA` scheduler, the live table, `CloseRuns`, `settle_study`, the summary and its MLflow logging, into
+`SeededASHA` scheduler, the live table, `TrackTrials` writing every trial's MLflow run, `settle_study`, the summary and its MLflow logging, into
 a SQLite tracking store under a temporary folder); only the trials differ: with the search config key
 `replay: {record, time_scale}` each trial replays the recorded toy grid (benchmarks/records/toy_grid.json,
 search/replay.py) — per rung it sleeps the recorded wall time x `--time-scale` and reports the recorded
@@ -27,7 +27,7 @@ Output (`--json FILE`; also printed):
                        frees) — what Tune's ConcurrencyLimiter would achieve if nothing else took time.
                        `ideal_lower_bound_s` = max(total / concurrent, longest trial), a bound no schedule beats.
   overhead_ratio       wall_s / ideal_s  (Ray Tune's own release test: 10,000 trials, 715 s vs 625 s ideal, 1.14x)
-  startup_s            from fit() until the last of the first `concurrent` trials had made its MLflow run: each
+  startup_s            from fit() until the last of the first `concurrent` trials had started (`pids/`): each
                        trial process boots Ray's worker and imports Tune, the trainable and MLflow (~5 CPU-seconds);
                        on a cluster they start in parallel on their own nodes, here 64 of them queue for 2 cores.
   ideal_given_startup_s / overhead_ratio_after_startup   the same list schedule with slot i free only from when
@@ -140,15 +140,22 @@ def list_schedule(durations: list[float], slots: int, ready: list[float] | None 
     return end
 
 
-def run_starts(uri: str, experiment: str, since: float) -> dict[int, float]:
-    """Seconds from `since` until each trial's MLflow run was made (its process up, its imports done)."""
+def run_starts(uri: str, experiment: str, since: float, pids: Path) -> dict[int, float]:
+    """Seconds from `since` until each trial's attempt started (its process up, its imports done: the `started` of
+    its `<search>/pids/<trial id>` record), by Optuna trial number (from its MLflow run's tags)."""
     from mlflow import MlflowClient
 
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
     runs = client.search_runs([exp.experiment_id], max_results=50000)
-    return {int(r.data.tags["optuna.trial"]): r.info.start_time / 1000 - since for r in runs
-            if r.data.tags.get("optuna.trial", "").isdigit()}
+    numbers = {r.data.tags.get("ray.trial_id"): int(r.data.tags["optuna.trial"]) for r in runs
+               if r.data.tags.get("optuna.trial", "").isdigit()}
+    out = {}
+    for f in pids.glob("[!.]*") if pids.is_dir() else []:
+        started = json.loads(f.read_text()).get("started")
+        if started and f.name in numbers:
+            out[numbers[f.name]] = started - since
+    return out
 
 
 def trial_durations(cfg, base) -> tuple[list[float], dict, list[float]]:
@@ -213,9 +220,12 @@ def run(trials: int, concurrent: int, time_scale: float, record: Path = RECORD, 
         tuner.fit = timed_fit
         return tuner
 
-    originals = {n: getattr(driver, n) for n in ("build_tuner", "finish_tracking", "settle_study", "build_summary")}
+    from search.tracking import TrackTrials
+
+    originals = {n: getattr(driver, n) for n in ("build_tuner", "settle_study", "build_summary")}
+    finish = TrackTrials.finish
+    TrackTrials.finish = timed("tracking", finish)
     driver.build_tuner = build_tuner
-    driver.finish_tracking = timed("tracking", originals["finish_tracking"])
     driver.settle_study = timed("settle", originals["settle_study"])
     driver.build_summary = timed("summary", originals["build_summary"])
     uri = f"sqlite:///{work / 'mlflow' / 'mlflow.db'}"
@@ -248,6 +258,7 @@ def run(trials: int, concurrent: int, time_scale: float, record: Path = RECORD, 
         memory and memory.stop.set()
         for name, fn in originals.items():
             setattr(driver, name, fn)
+        TrackTrials.finish = finish
         ray.shutdown()
         if log:
             log.close()
@@ -255,7 +266,7 @@ def run(trials: int, concurrent: int, time_scale: float, record: Path = RECORD, 
     durations, states, finals = trial_durations(cfg, base)
     wall = ended - marks["fit_start"]
     ideal = list_schedule(durations, concurrent)
-    starts = run_starts(uri, cfg.experiment_name, marks["fit_start_wall"])
+    starts = run_starts(uri, cfg.experiment_name, marks["fit_start_wall"], work / "runs" / "searches" / cfg.name / "pids")
     slots = sorted(starts.get(n, 0.0) for n in range(min(concurrent, trials)))
     startup = slots[-1] if slots else 0.0
     ideal_after = list_schedule(durations, concurrent, slots)
@@ -290,7 +301,8 @@ def run(trials: int, concurrent: int, time_scale: float, record: Path = RECORD, 
 def components(sizes: list[int]) -> dict:
     """Milliseconds per event of the driver's own per-trial code with `n` trials behind it (synthetic events,
     the real objects, no Ray): the live table on a terminal (start, 2 results, completion per trial, 64 running),
-    SeededASHA's result handling with its records file, CloseRuns closing a run among `n` in SQLite, and the
+    SeededASHA's result handling with its records file, TrackTrials writing a trial's rung and close to its run
+    among `n` in SQLite (found by Ray trial id, as after a restore), and the
     searcher's look-up of Optuna trials a crash left RUNNING. Flat across sizes = linear over a search."""
     import random
     from types import SimpleNamespace
@@ -300,7 +312,8 @@ def components(sizes: list[int]) -> dict:
     from rich.console import Console
 
     from search.config import load_search_config
-    from search.run import CloseRuns, LiveTable
+    from search.run import LiveTable
+    from search.tracking import TRACKING, TrackTrials
     from search.space import define_space
     from search.trainable import METRIC
     from search.asha import SeededASHA
@@ -346,16 +359,21 @@ def components(sizes: list[int]) -> dict:
                     break
         return (time.perf_counter() - t0) / events * 1000
 
-    def close_runs(n, tmp):
+    def track_runs(n, tmp):
         uri = f"sqlite:///{tmp / 'mlflow.db'}"
         client = MlflowClient(uri)
         exp = client.create_experiment("exp")
         for i in range(n):
-            client.create_run(exp, tags={"ray.trial_id": f"t{i}"})
-        closer, k = CloseRuns(uri, "exp"), min(n, 50)
+            client.create_run(exp, tags={"ray.trial_id": f"t{i}", "xstilts.search": "s"})
+        tracking, k = TrackTrials(uri, "exp", None, "s"), min(n, 50)
         t0 = time.perf_counter()
-        for i in range(n - k, n):  # the last 50 closes, with n runs in the store
-            closer.on_trial_complete(0, [], SimpleNamespace(trial_id=f"t{i}"))
+        for i in range(n - k, n):  # the last 50 trials' final rung and close, with n runs in the store
+            trial = SimpleNamespace(trial_id=f"t{i}", config={"optuna_trial": i})
+            ops = [["metrics", [[f"target/xnli/l{j}/accuracy", 50.0, 0, 9] for j in range(15)]]]
+            tracking.on_trial_result(0, [], trial, {TRACKING: ops})
+            tracking.on_trial_complete(0, [], trial)
+            tracking.send()
+        tracking.finish(patience_s=60)
         return (time.perf_counter() - t0) / k * 1000
 
     def zombies(n, tmp):
@@ -377,7 +395,7 @@ def components(sizes: list[int]) -> dict:
         return (time.perf_counter() - t0) / 5 * 1000
 
     out: dict = {}
-    for name, fn in (("live_table", live), ("seeded_asha", asha), ("close_runs", close_runs),
+    for name, fn in (("live_table", live), ("seeded_asha", asha), ("track_runs", track_runs),
                      ("zombie_lookup", zombies)):
         for n in sizes:
             with tempfile.TemporaryDirectory() as d:

@@ -25,13 +25,13 @@ import ray
 from optuna.trial import TrialState as OptunaState
 
 from search.config import SearchConfig
-from search.trainable import (TrialContext, TrialState, _rung_metrics, _tracker, mean_splits, seed_pipelines,
-                              train_launcher)
+from search.trainable import TrialContext, _rung_metrics, mean_splits, seed_pipelines, train_launcher
 from search.searcher import seeded_numbers
 from search.space import TrialSpec
 from search.tuner import DRIVER_CPU, optuna_storage
 from trainables.errors import XstiltsError
 from trainables.rungs import run_targets
+from trainables.tracking import RecordingTracker
 
 TAG = "xstilts.finalist"
 
@@ -45,9 +45,9 @@ def choose(cfg: SearchConfig, study: optuna.Study) -> list[int]:
     return sorted(t.number for t in done if t.number in seeded) + [t.number for t in free[:cfg.finalists or 0]]
 
 
-def finalist_work(params: dict, ctx: TrialContext, trial_id: str, state: TrialState, cost: dict) -> dict:
+def finalist_work(params: dict, ctx: TrialContext, trial_id: str, cost: dict) -> dict:
     """One finalist, in a Ray task: every target of the trial's configuration on every split (cache hits for
-    what the trial computed), logged to the trial's MLflow run. Returns the metrics it logged."""
+    what the trial computed). Returns its test metrics and cost, which the driver logs to the trial's run."""
     started = time.time()
     spec = TrialSpec.from_params(params, ctx.candidates)
     pipes = seed_pipelines(ctx, spec, train_launcher(ctx, f"finalist-{trial_id}"))
@@ -61,16 +61,14 @@ def finalist_work(params: dict, ctx: TrialContext, trial_id: str, state: TrialSt
                "cost/cpu_hours": cost.get("cost/cpu_hours", 0.0) + hours * ctx.cpu,
                "cost/gpu_hours": cost.get("cost/gpu_hours", 0.0) + hours * ctx.gpu,
                "cost/finalist_hours": hours}
-    tracker = _tracker(ctx, params, trial_id, state)
-    tracker.set_tags({TAG: "true"})
-    tracker.log_metrics(metrics, step=len(run_targets(ctx.base)) + 1)  # after the trial's trial-time rungs
-    tracker.close()
     return metrics
 
 
-def run_finalists(cfg: SearchConfig, ctx: TrialContext, results, log=print) -> dict:
+def run_finalists(cfg: SearchConfig, ctx: TrialContext, results, log=print, tracking=None) -> dict:
     """The finalist work of a search whose trials deferred test work (`cfg.defers_test`); returns
-    {"numbers": [...], "failed": {number: error}}. `ctx` is the trials' context (with `defer_test`)."""
+    {"numbers": [...], "failed": {number: error}}. `ctx` is the trials' context (with `defer_test`). `tracking`
+    (search/tracking.py `TrackTrials`): where each finalist's metrics go, to its trial's run, one step after the
+    trial's last rung, tagged `xstilts.finalist`."""
     study = optuna.load_study(study_name=cfg.name, storage=optuna_storage(cfg))
     numbers = choose(cfg, study)
     by_number = {r.config.get("optuna_trial"): r for r in results if r.config}
@@ -87,16 +85,21 @@ def run_finalists(cfg: SearchConfig, ctx: TrialContext, results, log=print) -> d
         result = by_number.get(n)
         if result is None:  # finished in Optuna but not in this Ray experiment: nothing to run it from
             continue
-        state = TrialState.load(result.checkpoint)
         cost = {k: v for k, v in (result.metrics or {}).items() if k.startswith("cost/")}
-        refs[n] = remote.remote(result.config, full, result.metrics.get("trial_id") or result.path.split("/")[-1],
-                                state, cost)
+        trial_id = result.metrics.get("trial_id") or result.path.split("/")[-1]
+        refs[n] = (trial_id, remote.remote(result.config, full, trial_id, cost))
     failed = {}
-    for n, ref in refs.items():
+    for n, (trial_id, ref) in refs.items():
         try:
-            ray.get(ref)
+            metrics = ray.get(ref)
         except Exception as exc:  # the other finalists' work is kept; --resume runs this one again
             failed[n] = str(exc).strip().splitlines()[-1][:300]
+            continue
+        if tracking is not None:
+            record = RecordingTracker()
+            record.set_tags({TAG: "true"})
+            record.log_metrics(metrics, step=len(run_targets(ctx.base)) + 1)  # after the trial's trial-time rungs
+            tracking.add(trial_id, record.drain(), n)
     return {"numbers": numbers, "failed": failed}
 
 

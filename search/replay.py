@@ -12,7 +12,7 @@ the summary) but each trial is `replay_trial` instead of `run_trial`. A replayed
   results the way `run_trial` does: the same metric names (validation/test averages, XTREME when all nine
   targets are in, per-target scores, categories; per-language metrics are not in the record), the same MLflow
   run (nested under the search's run, tagged with the Ray trial id), the same checkpointed `TrialState`
-  through `tune.report`, so ASHA, Optuna, `CloseRuns` and the summary see what they see from real trials;
+  through `tune.report`, so ASHA, Optuna, `TrackTrials` and the summary see what they see from real trials;
 - reports cost from the recorded (unscaled) wall time, so the cost objective matches the record.
 
 `check_record` refuses, in the driver, a record that cannot stand for the search (another number of rungs,

@@ -24,12 +24,12 @@ from search.config import SearchConfig
 from search.finalists import check_finalists, run_finalists
 from search.space import TrialSpec
 from search.summary import build_summary, mixture_label, summary_table
-from search.trainable import METRIC, SPILL
-from search.tuner import (base_config, build_tuner, check_fits, check_objective, check_resources, check_tracking,
-                          failed_trials, finished_all_rungs, init_ray, name_objectives, optuna_storage, parent_run,
+from search.trainable import METRIC
+from search.tracking import TrackTrials
+from search.tuner import (base_config, build_tuner, check_fits, check_objective, check_resources, failed_trials, finished_all_rungs, init_ray, name_objectives, optuna_storage, parent_run,
                           search_dir, settle_study, trial_context)
 from trainables.errors import XstiltsError
-from trainables.tracking import TrackingStore, default_uri, flush_spilled, mask
+from trainables.tracking import context_tags, default_uri, mask
 
 
 class LiveTable(tune.Callback):
@@ -127,64 +127,6 @@ class LiveTable(tune.Callback):
         if self.live and self.live.is_started:
             self._draw(force=True)
             self.live.stop()
-
-
-class CloseRuns(tune.Callback):
-    """Trials ASHA stops are killed mid-run: close their MLflow runs from the driver (FINISHED; FAILED on error).
-    A close the tracking server refuses (it is down) is tried again at the next event and at the end."""
-
-    def __init__(self, uri: str, experiment: str):
-        self.uri, self.experiment = uri, experiment
-        self.pending: dict[str, str] = {}  # trial id -> status not yet set
-        self.verdicts: dict[str, str] = {}  # trial id -> Ray's final verdict, for `settle`
-
-    def _close(self, trial, status: str) -> None:
-        self.pending[trial.trial_id] = self.verdicts[trial.trial_id] = status  # Ray's verdict is the final one
-        self.retry()
-
-    def retry(self) -> bool:
-        for trial_id, status in list(self.pending.items()):
-            try:
-                TrackingStore(self.uri).terminate(self.experiment, "ray.trial_id", trial_id, status)
-            except Exception:  # the tracking server is down: keep it for later
-                return False
-            del self.pending[trial_id]
-        return True
-
-    def settle(self, search: str | None = None, failed: set[int] = frozenset()) -> None:
-        """Close again what is still RUNNING: a trial stopped while the server was down may have had its run
-        created only now, from its spill file, after the driver's first close found nothing to close. The runs of
-        search `search`'s Optuna trials told FAIL (`failed`: a crashed driver's trials, rerun as new ones) are
-        closed FAILED."""
-        store = TrackingStore(self.uri)
-        for run in store.running(self.experiment):  # one query, not one per trial
-            status = self.verdicts.get(run.tags.get("ray.trial_id"))
-            if not status and search and run.tags.get("xstilts.search") == search \
-                    and run.tags.get("optuna.trial", "").isdigit() and int(run.tags["optuna.trial"]) in failed:
-                status = "FAILED"
-            if status:
-                store.client.set_terminated(run.run_id, status)
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self._close(trial, "FINISHED")
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self._close(trial, "FAILED")
-
-
-def finish_tracking(root: Path, closer: CloseRuns, patience_s: float = 120.0, failed: set[int] = frozenset()) -> None:
-    """At the search's end, send what trials could not (the tracking server was down, or a trial was stopped
-    while it was), then the closes the driver could not; waits up to `patience_s` for the server. `failed`: the
-    numbers of the search's Optuna trials told FAIL, whose runs are closed FAILED."""
-    left = flush_spilled(root / SPILL, patience_s)
-    deadline = time.time() + patience_s
-    while not closer.retry() and time.time() < deadline:
-        time.sleep(5)
-    if left or closer.pending:
-        raise XstiltsError(f"the tracking server did not come back within {patience_s:.0f} s: "
-                           f"{len(left)} trials' metrics wait in {root / SPILL}",
-                           "start the tracking server, then `xstilts search ... --resume` sends them")
-    closer.settle(root.name, failed)
 
 
 LIBRARY_LOGGERS = ("ray", "mlflow", "optuna")
@@ -321,15 +263,14 @@ def run_search(cfg: SearchConfig, resume: bool = False, address: str | None = No
         nodes = check_nodes({"storage": cfg.storage, "cache": base.cache_dir, "data": base.data_dir}, sorted(env))
         console.print(f"{nodes} nodes see storage, cache and data as the driver does; forwarded to trials: "
                       f"{', '.join(sorted(env)) or 'nothing'}")
-    check_tracking(uri)
     root.mkdir(parents=True, exist_ok=True)
     libraries_log_to(root / "ray-driver.log")
     if base.model.name == "toy" and not cfg.replay:  # phase 1 once, in the driver, before trials race to build it
         base_model(base, Path(base.data_dir) if base.data_dir else None, console.print)
     parent = parent_run(cfg, uri, resume)
-    ctx = trial_context(cfg, base, uri, parent.run_id)
-    closer = CloseRuns(uri, cfg.experiment_name)
-    callbacks = [LiveTable(list(cfg.candidates), ctx.n_rungs), closer]
+    ctx = trial_context(cfg, base, uri)
+    tracking = TrackTrials(uri, cfg.experiment_name, parent.run_id, cfg.name, context_tags())
+    callbacks = [LiveTable(list(cfg.candidates), ctx.n_rungs), tracking]
     if base.distributed.workers > 1:
         from search.distributed import RemoveTrainPlacementGroups
 
@@ -337,10 +278,12 @@ def run_search(cfg: SearchConfig, resume: bool = False, address: str | None = No
     tuner = build_tuner(cfg, ctx, resume, callbacks)
     name_objectives(cfg)  # the study exists once the searcher is built
     fit_started = time.time()
+    TrackTrials.active = None
     results = tuner.fit()
+    tracking = TrackTrials.active or tracking  # a restored Tuner ran its own copy, with the saved queue
     zombies = settle_study(cfg, results, ctx.n_rungs)
-    finals = run_finalists(cfg, ctx, results, console.print) if cfg.defers_test else None
-    finish_tracking(root, closer, failed=failed_trials(cfg))
+    finals = run_finalists(cfg, ctx, results, console.print, tracking) if cfg.defers_test else None
+    tracking.finish(failed=failed_trials(cfg))
     summary = build_summary(cfg, uri, parent.run_id, errors=results.num_errors, zombies=zombies,
                             finalists=finals["numbers"] if finals else None)
     summary["timing"] = {"total_s": time.time() - started, "fit_s": time.time() - fit_started}

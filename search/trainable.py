@@ -8,10 +8,10 @@ bundles when `resources.fan_out > 1`.
 
 Resume is a cache hit: a retried or restored trial starts again from the top; phases 2 and 3 come back from
 the content-addressed cache, and rungs already reported (its checkpointed `TrialState`) are not reported again.
-Each trial logs one MLflow run nested under the search's parent run, tagged with the Ray trial id, the Optuna
-trial number, the node and the phase-2 cache hit; a restarted trial finds its run again by tag. Its tracking
-calls are buffered: while the tracking server is down they queue (mirrored to `<search>/tracking-pending/`) and
-go out when it is back, from the trial or, for a trial that ended first, from the driver at the search's end.
+Each trial has one MLflow run nested under the search's parent run, tagged with the Ray trial id, the Optuna
+trial number, the node and the phase-2 cache hit. The trial never talks to MLflow: it records its tracking calls
+and hands them to Tune with each rung's report (`report_rung`, result key `TRACKING`); the search's driver writes
+them (search/tracking.py `TrackTrials`), so a tracking server that is down never touches a trial.
 Each attempt writes its PID and node to `<search>/pids/<trial id>` (with `running` false once it ends).
 """
 
@@ -35,14 +35,14 @@ from trainables import names
 from trainables.config import PipelineConfig
 from trainables.rungs import run_targets
 from trainables.sysmetrics import Usage
-from trainables.tracking import MlflowTracker, NullTracker, flatten_results
+from trainables.tracking import NullTracker, RecordingTracker, flatten_results
+from search.tracking import TRACKING
 
 if TYPE_CHECKING:
     from trainables.pipeline import Pipeline
 
 METRIC = names.OBJECTIVE
 STATE = "state.json"
-SPILL = "tracking-pending"  # <search>/tracking-pending/<trial id>.json: tracking calls a trial could not send yet
 
 
 @dataclass(frozen=True)
@@ -52,9 +52,7 @@ class TrialContext:
     name: str
     base: PipelineConfig  # the trial's pipeline preset, validated, paths absolute
     candidates: tuple[str, ...]
-    tracking_uri: str | None
-    experiment: str
-    parent_run_id: str | None
+    tracks: bool  # the search tracks its trials in MLflow (the driver writes what they record)
     seed: int
     repeats: int
     cpu: float
@@ -63,8 +61,7 @@ class TrialContext:
     train_storage: str = ""  # Ray Train runs (distributed.workers > 1): their sharded checkpoints
     registry: str = ""  # placement groups of Train runs, for RemoveTrainPlacementGroups
     max_failures: int = 2
-    search_dir: str = ""  # the search's folder: trials' PID files, tracking calls not yet sent
-    context_tags: dict | None = None  # MLflow's context tags, resolved on the driver (user, source, git commit)
+    search_dir: str = ""  # the search's folder: trials' PID files, their cache entries
 
     @property
     def seeds(self) -> list[int]:
@@ -85,7 +82,6 @@ class TrialContext:
 class TrialState:
     """What a trial checkpoints at every rung."""
 
-    mlflow_run_id: str | None = None
     rung: int = 0  # rungs already reported to Tune
     elapsed_s: float = 0.0  # wall time of all attempts so far (for cost)
 
@@ -98,34 +94,29 @@ class TrialState:
             return cls()
         with checkpoint.as_directory() as d:
             raw = json.loads((Path(d) / STATE).read_text())
-        return cls(**{k: raw[k] for k in ("mlflow_run_id", "rung", "elapsed_s") if k in raw})
+        return cls(**{k: raw[k] for k in ("rung", "elapsed_s") if k in raw})
 
 
-def _tracker(ctx: TrialContext, params: dict, trial_id: str, state: TrialState):
-    """The trial's MLflow run: the one an earlier attempt made (by checkpointed id, else by the Ray trial id
-    tag), else a new one. Buffered: a tracking server that is down for a while does not fail the trial."""
-    if not ctx.tracking_uri:
+def _tracker(ctx: TrialContext):
+    """What the trial logs, recorded for the driver to write (nothing when tracking is off)."""
+    if not ctx.tracks:
         return NullTracker()
-    tags = {"ray.trial_id": trial_id, "optuna.trial": str(params.get("optuna_trial", "")),
-            "node": ray.get_runtime_context().get_node_id()[:12], "xstilts.search": ctx.name}
-    spill = Path(ctx.search_dir) / SPILL / f"{trial_id}.json" if ctx.search_dir else None
-    tracker = MlflowTracker(ctx.tracking_uri, ctx.experiment, f"trial-{params.get('optuna_trial')}",
-                            parent_run_id=ctx.parent_run_id, tags=tags, run_id=state.mlflow_run_id, spill=spill,
-                            reuse_tag=("ray.trial_id", trial_id), context=ctx.context_tags)
-    tracker.set_tags(tags)  # the node may have changed after a restart
+    tracker = RecordingTracker()
+    tracker.set_tags({"node": ray.get_runtime_context().get_node_id()[:12]})  # the node may change after a restart
     return tracker
 
 
-def _pid_file(ctx: TrialContext, trial_id: str, running: bool = True) -> None:
-    """`<search>/pids/<trial id>`: the process of the trial's latest attempt, and whether it is still running it
-    (`running` false once it returned or raised; a killed attempt leaves true behind until the next attempt).
-    Ray keeps worker processes for reuse, so a live PID alone does not mean a live trial."""
+def _pid_file(ctx: TrialContext, trial_id: str, running: bool = True, started: float = 0.0) -> None:
+    """`<search>/pids/<trial id>`: the process of the trial's latest attempt, when the attempt started (its process
+    up, its imports done), and whether it is still running it (`running` false once it returned or raised; a
+    killed attempt leaves true behind until the next attempt). Ray keeps worker processes for reuse, so a live
+    PID alone does not mean a live trial."""
     if ctx.search_dir:
         folder = Path(ctx.search_dir) / "pids"
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f".{trial_id}.{os.getpid()}"
         tmp.write_text(json.dumps({"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(),
-                                   "running": running}))
+                                   "running": running, "started": started}))
         os.replace(tmp, folder / trial_id)  # readers never see half a record
 
 
@@ -205,25 +196,19 @@ def seed_pipelines(ctx: TrialContext, spec: TrialSpec, launch) -> list["Pipeline
 @contextmanager
 def trial_run(params: dict, ctx: TrialContext):
     """What every trial (real or replayed) does around its work: its state from the last checkpoint, its spec, its
-    PID file, its MLflow run; the run closed FAILED on an error and the PID file marked ended whatever happens.
-    Ray ends a trial it stops (ASHA, or done) by raising inside tune.report, a BaseException: that skips the last
-    `tracker.close()`, and the driver's CloseRuns callback closes the run instead."""
+    PID file (marked ended whatever happens), its recording tracker. The driver opens and closes the trial's run
+    with Ray's verdict (search/tracking.py)."""
     global _usage
     _usage = Usage()
     state = TrialState.load(tune.get_checkpoint())
     spec = TrialSpec.from_params(params, ctx.candidates)
     trial_id = tune.get_context().get_trial_id()
-    _pid_file(ctx, trial_id)
-    tracker = _tracker(ctx, params, trial_id, state)
-    state.mlflow_run_id = tracker.run_id
+    started = time.time()
+    _pid_file(ctx, trial_id, started=started)
     try:
-        yield state, spec, trial_id, tracker
-    except Exception:
-        tracker.close("FAILED")
-        raise
+        yield state, spec, trial_id, _tracker(ctx)
     finally:
-        _pid_file(ctx, trial_id, running=False)
-    tracker.close()
+        _pid_file(ctx, trial_id, running=False, started=started)
 
 
 ENTRIES = "entries"  # <search>/entries/<optuna trial>.json: the cache entries the trial uses (xstilts cache)
@@ -280,16 +265,16 @@ _usage: Usage | None = None  # what this trial's process used since its last run
 
 def report_rung(ctx: TrialContext, tracker, state: "TrialState", rung: int, metrics: dict) -> None:
     """Log a rung's metrics, its cost so far (wall time x resources) and the process's system metrics since the
-    last rung to the trial's run, checkpoint the trial's state and report the rung to Tune (real and replayed
-    trials alike)."""
+    last rung, checkpoint the trial's state and report the rung to Tune (real and replayed trials alike), with
+    everything the trial recorded for its MLflow run since the last report (`TRACKING`, taken out by the driver)."""
     hours = state.elapsed_s / 3600
     cost = {"cost/cpu_hours": hours * ctx.cpu, "cost/gpu_hours": hours * ctx.gpu}
     cost.update(_usage.take() if _usage else {})  # (system/...: reported with the cost)
     tracker.log_metrics({**metrics, **cost}, step=rung)
     state.rung = rung
-    state.mlflow_run_id = tracker.run_id  # None while a tracking server is down at the trial's start
-    ids = {"mlflow_run_id": state.mlflow_run_id} if state.mlflow_run_id else {}
-    _report({"rung": rung, **{k: v for k, v in metrics.items() if _reported(k)}, **cost, **ids}, state)
+    ops = tracker.drain()
+    _report({"rung": rung, **{k: v for k, v in metrics.items() if _reported(k)}, **cost,
+             **({TRACKING: ops} if ops else {})}, state)
 
 
 def _reported(key: str) -> bool:

@@ -35,7 +35,7 @@ from search.trainable import METRIC, TrialContext, run_trial
 from trainables.config import PipelineConfig, load_config, update
 from trainables.errors import XstiltsError
 from trainables.tasks import TARGETS, TASKS
-from trainables.tracking import MlflowTracker, context_tags, mask
+from trainables.tracking import MlflowTracker, mask
 
 
 def search_dir(cfg: SearchConfig) -> Path:
@@ -64,14 +64,6 @@ def init_ray(address: str | None, env: dict[str, str] | None = None) -> None:
     else:
         ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
                  object_store_memory=200 * 1024 ** 2, runtime_env=runtime_env)
-
-
-def check_tracking(uri: str) -> None:
-    """A SQLite/file store lives on the driver's disk: trials on other nodes cannot write to it."""
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
-    if len(nodes) > 1 and uri.startswith(("sqlite:", "file:", "/")):
-        raise XstiltsError(f"this Ray cluster has {len(nodes)} nodes but the MLflow store {uri} is only reachable "
-                           f"from the driver — run an MLflow tracking server and pass tracking_uri=http://HOST:5000")
 
 
 def base_config(cfg: SearchConfig) -> PipelineConfig:
@@ -110,16 +102,16 @@ def check_objective(base: PipelineConfig, data_dir: Path | None = None) -> None:
                 f"drop {t} from the targets: overrides: [\"targets=[{rest}]\"]")
 
 
-def trial_context(cfg: SearchConfig, base: PipelineConfig, uri: str | None, parent: str | None) -> TrialContext:
+def trial_context(cfg: SearchConfig, base: PipelineConfig, uri: str | None) -> TrialContext:
     """What every trial gets; its pipeline defers test work to the finalists when the search has some that are
     not (search/finalists.py)."""
     base = update(base, {"defer_test": cfg.defers_test})
-    return TrialContext(name=cfg.name, base=base, candidates=tuple(cfg.candidates), tracking_uri=uri,
-                        experiment=cfg.experiment_name, parent_run_id=parent, seed=base.seed, repeats=cfg.repeats,
+    return TrialContext(name=cfg.name, base=base, candidates=tuple(cfg.candidates), tracks=bool(uri),
+                        seed=base.seed, repeats=cfg.repeats,
                         cpu=cfg.resources.cpu, gpu=cfg.resources.gpu, fan_out=cfg.resources.fan_out,
                         train_storage=str(Path(base.cache_dir) / "ray-train"),
                         registry=str(search_dir(cfg) / "train-pgs"), max_failures=cfg.max_failures,
-                        search_dir=str(search_dir(cfg)), context_tags=context_tags())
+                        search_dir=str(search_dir(cfg)))
 
 
 def parent_run(cfg: SearchConfig, uri: str, resume: bool) -> MlflowTracker:

@@ -44,7 +44,7 @@ def test_a_searchs_relative_paths_live_under_its_storage(tmp_path, monkeypatch):
     base = base_config(cfg)
     assert base.cache_dir == str(tmp_path / "shared" / ".xstilts" / "cache")
     assert base.data_dir == str(tmp_path / "shared" / "toy_data")
-    assert trial_context(cfg, base, None, None).train_storage.startswith(str(tmp_path / "shared"))
+    assert trial_context(cfg, base, None).train_storage.startswith(str(tmp_path / "shared"))
     explicit = base_config(load_search_config(None, [f"storage={tmp_path / 'shared'}", "cache_dir=/elsewhere/c",
                                                      "data_dir=mydata"]))
     assert explicit.cache_dir == "/elsewhere/c" and explicit.data_dir == str(tmp_path / "mydata")

@@ -89,7 +89,7 @@ def test_trials_defer_only_when_some_trial_is_no_finalist():
     assert not load_search_config(ROOT / "configs/search/paper.yaml").defers_test  # a grid: every point seeded
     from search.tuner import base_config, trial_context
 
-    ctx = lambda cfg: trial_context(cfg, base_config(cfg), None, None)
+    ctx = lambda cfg: trial_context(cfg, base_config(cfg), None)
     assert ctx(base).base.defer_test and not ctx(base.model_copy(update={"finalists": None})).base.defer_test
     assert not base_config(base).defer_test  # export, scaling, preflight: the full configuration
 

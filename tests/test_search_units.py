@@ -426,78 +426,111 @@ def test_our_asha_stops_what_rays_stops(rf, grace, max_t):
     assert len(ours) > 20  # there was stopping to agree on
 
 
-@pytest.mark.slow  # seconds of training or a subprocess: not the fast layer
-def test_buffered_tracker_keeps_everything_while_the_store_is_down(tmp_path):
-    """A trial's tracker whose server is unreachable queues its calls (mirrored to the spill file) instead of
-    failing; when the store answers again, everything goes out in order, the run is closed, the file removed."""
+def _trial(trial_id: str, number: int):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(trial_id=trial_id, config={"optuna_trial": number})
+
+
+def _recorded(steps, extra_params=None) -> list:
+    """What a trial hands to Tune with a report: its recorded tracking calls (search/trainable.py)."""
+    from trainables.tracking import RecordingTracker
+
+    rec = RecordingTracker()
+    rec.set_tags({"node": "n1"})
+    rec.log_params({"mix/mnli": 0.5, **(extra_params or {})})
+    for step in steps:
+        rec.log_metrics({"validation/average": 40.0 + step, "target/xnli/de/accuracy": 30.0 + step}, step=step)
+    rec.close()  # (the driver closes, with Ray's verdict)
+    return rec.drain()
+
+
+@pytest.mark.slow  # seconds: MLflow's SQLite store
+def test_trials_are_tracked_from_the_driver_through_an_outage_and_a_driver_restart(tmp_path, monkeypatch):
+    """Trials only record; the driver's callback writes their runs. While the store is down nothing is lost or
+    blocks Tune: the writes wait in the callback's state, which Tune saves with its experiment; a restarted
+    driver writes them when the store answers, into the run it finds by Ray trial id, closed with Ray's verdict."""
+    import pickle
+
     from mlflow import MlflowClient
 
     from helpers import free_port
-    from trainables.tracking import MlflowTracker, flush_spilled
+    from search.tracking import TRACKING, TrackTrials
+    from trainables.errors import XstiltsError
 
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # (the test's unreachable store fails at once)
     down = f"http://127.0.0.1:{free_port()}"
-    spill = tmp_path / "pending" / "trial1.json"
-    tracker = MlflowTracker(down, "exp", "trial-1", tags={"ray.trial_id": "trial1"}, spill=spill,
-                            reuse_tag=("ray.trial_id", "trial1"), patience_s=0.5)
-    assert tracker.run_id is None
-    tracker.log_params({"mix/mnli": 0.5, "HF_TOKEN": "hf_secret"})
-    for step in (1, 2):
-        tracker.log_metrics({"validation/average": 40.0 + step}, step=step)
-    tracker.close()
-    saved = json.loads(spill.read_text())
-    assert [op[0] for op in saved["ops"]] == ["params", "metrics", "metrics", "close"]
-    assert "hf_secret" not in spill.read_text()
     up = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    saved["uri"] = up  # the store is back (here: under another address)
-    spill.write_text(json.dumps(saved))
-    assert flush_spilled(spill.parent, patience_s=5) == []
-    assert not spill.exists()
+    driver = TrackTrials(down, "exp", None, "s", context={"mlflow.user": "someone"})
+    driver.RETRY_S = 0.2
+    driver.on_trial_start(0, [], _trial("t1", 1))
+    result = {"validation/average": 42.0, TRACKING: _recorded([1, 2], {"HF_TOKEN": "hf_secret"})}
+    driver.on_trial_result(0, [], _trial("t1", 1), result)
+    assert TRACKING not in result and "mlflow_run_id" not in result  # Tune keeps the result without them
+    driver.on_trial_complete(0, [], _trial("t1", 1))
+    with pytest.raises(XstiltsError, match="did not come back") as err:
+        driver.finish(patience_s=1.0)
+    assert "--resume" in str(err.value)
+    saved = pickle.loads(pickle.dumps(driver.get_state()))  # what Tune keeps in its experiment state
+    assert "hf_secret" not in json.dumps(saved)
+    assert [op[0] for op in saved["queue"]["t1"]] == ["open", "tags", "params", "metrics", "metrics", "close"]
+
+    restarted = pickle.loads(pickle.dumps(driver))  # a new driver: the tuner.pkl copy, then Tune's saved state
+    restarted.uri = up  # (the store is back: here under another address)
+    restarted.set_state(saved)
+    restarted.finish(patience_s=10)
     client = MlflowClient(up)
-    run = client.search_runs([client.get_experiment_by_name("exp").experiment_id])[0]
-    assert run.info.status == "FINISHED" and run.data.params == {"mix/mnli": "0.5"}
+    exp = client.get_experiment_by_name("exp").experiment_id
+    [run] = client.search_runs([exp])
+    assert run.info.status == "FINISHED" and run.info.run_name == "trial-1"
+    assert run.data.params == {"mix/mnli": "0.5"}  # secrets never logged
+    assert {k: run.data.tags[k] for k in ("ray.trial_id", "optuna.trial", "xstilts.search", "mlflow.user", "node")} \
+        == {"ray.trial_id": "t1", "optuna.trial": "1", "xstilts.search": "s", "mlflow.user": "someone", "node": "n1"}
     assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "validation/average")] == \
         [(1, 41.0), (2, 42.0)]
-    again = MlflowTracker(up, "exp", "trial-1", spill=spill, reuse_tag=("ray.trial_id", "trial1"))
-    assert again.run_id == run.info.run_id  # a retried trial finds its run instead of making another
+
+    again = TrackTrials(up, "exp", None, "s")  # a driver with no saved state: the trial resumed once more
+    again.on_trial_start(0, [], _trial("t1", 1))
+    result = {TRACKING: _recorded([3])}
+    again.send()
+    assert client.get_run(run.info.run_id).info.status == "RUNNING"  # taken up again
+    again.on_trial_result(0, [], _trial("t1", 1), result)
+    assert result["mlflow_run_id"] == run.info.run_id  # for the searcher's link to the Optuna trial
+    again.on_trial_error(0, [], _trial("t1", 1))
+    again.finish(patience_s=10)
+    assert len(client.search_runs([exp])) == 1  # found by its Ray trial id, not made twice
+    assert client.get_run(run.info.run_id).info.status == "FAILED"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "validation/average")] == [1, 2, 3]
 
 
-@pytest.mark.slow  # seconds: the fast layer stays under a minute
-def test_a_run_first_made_from_a_spill_file_is_closed_with_rays_verdict(tmp_path):
-    """A trial stopped (killed) while the server was down never made its run; the driver's close then finds
-    nothing. The run is made at the end from the spill file; `settle` closes it, leaving closed runs alone. The
-    run of a crashed driver's trial (its Optuna trial told FAIL, no Ray verdict) is closed FAILED; another
-    search's run of the same number is left alone."""
-    from types import SimpleNamespace
-
+@pytest.mark.slow  # seconds: MLflow's SQLite store
+def test_a_dead_drivers_trials_runs_are_closed_failed_and_writes_go_in_batches(tmp_path):
+    """At the end, the runs of this search's Optuna trials told FAIL (a dead driver's, rerun under new numbers)
+    are closed FAILED; another search's run of the same number is left alone. Many metric reports go to MLflow
+    as few `log_batch` requests as its limits allow."""
     from mlflow import MlflowClient
 
-    from search.run import CloseRuns, finish_tracking
-    from trainables.tracking import MlflowTracker
+    from search.tracking import TrackTrials
+    from trainables.tracking import MlflowTracker, RunWriter
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    root = tmp_path / "search"
-    done = MlflowTracker(uri, "exp", "trial-0", tags={"ray.trial_id": "t0"})
-    done.log_metrics({"validation/average": 39.0}, step=1)
-    done.close()
     for trial_id, search in (("z", "search"), ("o", "other")):  # RUNNING: their drivers died
         MlflowTracker(uri, "exp", "trial-5", tags={"ray.trial_id": trial_id, "optuna.trial": "5",
                                                    "xstilts.search": search})
-    closer = CloseRuns(uri, "exp")
-    closer.on_trial_complete(0, [], SimpleNamespace(trial_id="t0"))
-    closer.on_trial_complete(0, [], SimpleNamespace(trial_id="t1"))  # no run yet: nothing to close
-    ended = MlflowClient(uri).get_run(done.run_id).info.end_time
-    spill = root / "tracking-pending" / "t1.json"  # what the killed trial left: its metrics, no close
-    spill.parent.mkdir(parents=True)
-    spill.write_text(json.dumps({"uri": uri, "experiment": "exp", "run_name": "trial-1", "run_id": None,
-                                 "tags": {"ray.trial_id": "t1"}, "reuse_tag": ["ray.trial_id", "t1"],
-                                 "ops": [["metrics", [["validation/average", 41.0, 0, 1]]]]}))
-    finish_tracking(root, closer, patience_s=5, failed={5})
+    TrackTrials(uri, "exp", None, "search").finish(patience_s=10, failed={5})
     client = MlflowClient(uri)
     runs = {r.data.tags["ray.trial_id"]: r for r in client.search_runs([client.get_experiment_by_name("exp").experiment_id])}
-    assert runs["t1"].info.status == "FINISHED" and runs["t1"].data.metrics == {"validation/average": 41.0}
-    assert runs["t0"].info.status == "FINISHED" and runs["t0"].info.end_time == ended  # not closed twice
-    assert not spill.exists()
     assert runs["z"].info.status == "FAILED" and runs["o"].info.status == "RUNNING"
+
+    writer = RunWriter(uri)
+    calls = []
+    real = writer.client.log_batch
+    writer.client.log_batch = lambda run_id, **kw: (calls.append({k: len(v) for k, v in kw.items()}), real(run_id, **kw))
+    ops = [["metrics", [[f"m{i}", float(i), 1, step] for i in range(500)]] for step in (1, 2, 3)]
+    writer.send(runs["o"].info.run_id, ops + [["tags", [["a", "1"]]], ["tags", [["a", "2"]]]])
+    assert calls == [{"tags": 1}, {"metrics": 1000}, {"metrics": 500}]
+    assert client.get_run(runs["o"].info.run_id).data.tags["a"] == "2"
+    assert len(client.get_metric_history(runs["o"].info.run_id, "m7")) == 3
 
 
 def test_live_table_tells_pruned_from_done_and_error(capsys):

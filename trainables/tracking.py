@@ -1,10 +1,12 @@
-"""Tracking behind a small interface: one MLflow implementation, one null one. The only module that
-talks to MLflow: trials and runs log through `MlflowTracker`; searches, reports and the scaling study read
-runs back through `TrackingStore`.
+"""Tracking behind a small interface. The only module that talks to MLflow: runs are written through
+`RunWriter` (in batches), either at once (`MlflowTracker`: `xstilts run`, a search's parent run) or, for a
+search's trials, recorded in the trial (`RecordingTracker`), handed to Tune with each rung's report and written
+by the search's driver (search/tracking.py); searches, reports and the scaling study read runs back through
+`TrackingStore`.
 
 Metric and parameter names come from `trainables.names` (`target/xnli/de/accuracy`, `target/xnli/score`,
-`average`, `validation/average`, `mix/mnli`). Params and metrics go in batches (one request per call, not
-one per key). The default store is SQLite under `mlflow/` (MLflow 3.17's file store is off).
+`average`, `validation/average`, `mix/mnli`). Params, tags and metrics go in batches (`log_batch`, not one request
+per key). The default store is SQLite under `mlflow/` (MLflow 3.17's file store is off).
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class NullTracker:
     def log_dict(self, data, name): pass
     def log_inputs(self, datasets): pass
     def close(self, status="FINISHED"): pass
+    def drain(self): return []
 
 
 def default_uri() -> str:
@@ -118,158 +121,16 @@ def artifact_location(uri: str, experiment: str) -> str | None:
     return (Path(uri[len("sqlite:///"):]).resolve().parent / "artifacts" / experiment).as_uri()
 
 
-class MlflowTracker:
-    """One MLflow run (optionally nested under `parent_run_id`), written through MlflowClient in batches.
+class OpsTracker:
+    """The Tracker interface as a list of operations, each a JSON-able list: `["params", [[k, v], ...]]`,
+    `["metrics", [[k, v, timestamp_ms, step], ...]]`, `["tags", [[k, v], ...]]`, `["text", text, name]`,
+    `["inputs", [dataset, ...]]`, `["open"]`, `["close", status]`. Values are masked, parameters whose names
+    hint at a secret (HF_TOKEN) are dropped, NaN metrics are dropped. Subclasses say where operations go."""
 
-    Without `spill`, every call goes straight to the store and a failure raises (`xstilts run`, the search's
-    parent run). With `spill` (a search's trials), calls are queued and sent in order; while the store is
-    unreachable they stay queued, and the queue is mirrored to the `spill` file, so a tracking-server hiccup
-    never fails a trial and a killed trial loses nothing: the next attempt of the trial, or the search driver
-    at its end (`flush_spilled`), sends what is left. `reuse_tag` (`("ray.trial_id", id)`) finds the run a
-    previous attempt made instead of making a second one. A new run carries MLflow's context tags
-    (`context`, default: this process's `context_tags()`).
-    """
-
-    RETRY_S = 5.0  # while the store is down, try again at most this often
-
-    def __init__(self, uri: str | None, experiment: str, run_name: str, parent_run_id: str | None = None,
-                 tags: Mapping[str, str] | None = None, run_id: str | None = None, spill: Path | str | None = None,
-                 reuse_tag: tuple[str, str] | None = None, patience_s: float = 30.0,
-                 context: Mapping[str, str] | None = None):
-        from mlflow import MlflowClient
-
-        self.uri = uri or default_uri()
-        if self.uri.startswith("sqlite:///"):  # the store's folder is made when a run is made, not before
-            Path(self.uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-        if spill is not None:  # fail fast and queue, rather than block a trial in MLflow's own retries
-            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-        self.client = MlflowClient(self.uri)
-        all_tags = {**(context_tags() if context is None else context), **(tags or {})}  # (a new run's)
-        if parent_run_id:
-            all_tags["mlflow.parentRunId"] = parent_run_id
-        self.experiment, self.run_name, self.tags, self.reuse_tag = experiment, run_name, all_tags, reuse_tag
-        self.spill, self.patience_s = (Path(spill) if spill else None), patience_s
-        self.run_id, self.experiment_id = run_id, None
-        self.pending: list[list] = []
-        self._down_at = 0.0
-        if self.spill and self.spill.exists():  # what an earlier attempt could not send goes first
-            try:
-                saved = json.loads(self.spill.read_text())
-                self.pending, self.run_id = saved["ops"], self.run_id or saved.get("run_id")
-            except (OSError, ValueError, KeyError):
-                pass
-        try:
-            self._connect()
-        except Exception as exc:
-            if self.spill is None:
-                raise XstiltsError(f"MLflow tracking store {mask(self.uri)} is unreachable ({type(exc).__name__}) — "
-                                   f"start the server, fix tracking.uri, or set tracking.enabled=false") from None
-            self._down_at = time.time()
-            self._save()
-
-    @classmethod
-    def from_spill(cls, path: Path, patience_s: float = 120.0) -> "MlflowTracker":
-        saved = json.loads(Path(path).read_text())
-        return cls(saved["uri"], saved["experiment"], saved["run_name"], tags=saved["tags"], run_id=saved["run_id"],
-                   spill=path, reuse_tag=tuple(saved["reuse_tag"]) if saved.get("reuse_tag") else None,
-                   patience_s=patience_s)
-
-    # ------------------------------------------------------------ the store
-
-    def _connect(self) -> None:
-        """The experiment (made if new) and the run (found by `reuse_tag`, else made)."""
-        if self.experiment_id is None:
-            exp = self.client.get_experiment_by_name(self.experiment)
-            exp_id = exp.experiment_id if exp else self.client.create_experiment(
-                self.experiment, artifact_location=artifact_location(self.uri, self.experiment))
-            if not exp or exp.tags.get("mlflow.experimentKind") != "custom_model_development":
-                # MLflow 3 otherwise opens experiments in its GenAI view; these are training runs
-                self.client.set_experiment_tag(exp_id, "mlflow.experimentKind", "custom_model_development")
-            self.experiment_id = exp_id
-        if self.run_id is None and self.reuse_tag:
-            key, value = self.reuse_tag
-            found = self.client.search_runs([self.experiment_id], f"tags.`{key}` = '{value}'", max_results=1)
-            self.run_id = found[0].info.run_id if found else None
-        if self.run_id is None:
-            self.run_id = self.client.create_run(self.experiment_id, run_name=self.run_name, tags=self.tags).info.run_id
-            self._save()
-
-    def _apply(self, op: list) -> None:
-        from mlflow.entities import Metric, Param, RunTag
-
-        kind, args = op[0], op[1:]
-        if kind == "params":
-            for i in range(0, len(args[0]), 100):
-                self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in args[0][i:i + 100]])
-        elif kind == "metrics":
-            for i in range(0, len(args[0]), 1000):
-                self.client.log_batch(self.run_id, metrics=[Metric(k, v, ts, step) for k, v, ts, step
-                                                            in args[0][i:i + 1000]])
-        elif kind == "tags":
-            self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in args[0]])
-        elif kind == "text":
-            self.client.log_text(self.run_id, args[0], args[1])
-        elif kind == "inputs":
-            from mlflow.entities import Dataset, DatasetInput, InputTag
-
-            self.client.log_inputs(self.run_id, datasets=[
-                DatasetInput(Dataset(d["name"], d["digest"], d["source_type"], d["source"]),
-                             tags=[InputTag("mlflow.data.context", d["context"])]) for d in args[0]])
-        elif kind == "close":
-            self.client.set_terminated(self.run_id, args[0])
+    run_id: str | None = None
 
     def _submit(self, op: list) -> None:
-        if self.spill is None:
-            self._apply(op)
-            return
-        self.pending.append(op)
-        self.flush()
-
-    def flush(self, force: bool = False) -> bool:
-        """Send what is queued, in order; False (the rest kept, and spilled) if the store is still down."""
-        if not self.pending and self.run_id is not None:
-            return True
-        if not force and self._down_at and time.time() - self._down_at < self.RETRY_S:
-            self._save()
-            return False
-        try:
-            self._connect()
-            while self.pending:
-                self._apply(self.pending[0])
-                self.pending.pop(0)
-        except Exception:
-            self._down_at = time.time()
-            self._save()
-            return False
-        self._down_at = 0.0
-        self._save()
-        return True
-
-    def flush_patiently(self) -> bool:
-        """Flush, retrying for up to `patience_s`; what is still unsent stays in the spill file."""
-        deadline = time.time() + self.patience_s
-        while not self.flush(force=True):
-            if time.time() > deadline:
-                return False
-            time.sleep(min(self.RETRY_S, max(0.1, deadline - time.time())))
-        return True
-
-    def _save(self) -> None:
-        """Mirror the queue to the spill file (removed once everything is sent)."""
-        if self.spill is None:
-            return
-        if not self.pending and self.run_id is not None:
-            self.spill.unlink(missing_ok=True)
-            return
-        self.spill.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.spill.with_name(self.spill.name + ".tmp")
-        tmp.write_text(json.dumps({"uri": self.uri, "experiment": self.experiment, "run_name": self.run_name,
-                                   "tags": self.tags, "run_id": self.run_id, "reuse_tag": self.reuse_tag,
-                                   "ops": self.pending}))
-        tmp.replace(self.spill)
-
-    # ------------------------------------------------------------ the Tracker interface
+        raise NotImplementedError
 
     def log_params(self, params):
         items = [[k, mask(str(v))[:6000]] for k, v in params.items()
@@ -294,27 +155,143 @@ class MlflowTracker:
     def log_text(self, text: str, name: str) -> None:
         self._submit(["text", mask(text), name])
 
-    def log_artifact(self, path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(self.run_id, str(path), artifact_path)
-
     def close(self, status="FINISHED"):
         self._submit(["close", status])
-        if self.spill is not None:
-            self.flush_patiently()
 
 
-def flush_spilled(folder: Path, patience_s: float = 120.0) -> list[Path]:
-    """Send what trials left in spill files under `folder` (a tracking server was down, a trial was killed
-    while it was); returns the files still unsent after `patience_s`."""
-    left = []
-    for path in sorted(Path(folder).glob("*.json")):
+class RecordingTracker(OpsTracker):
+    """A search trial's tracker: it only records. The trial hands what it recorded to Tune with each rung's report
+    (search/trainable.py `report_rung`), and the search's driver writes it to the trial's MLflow run
+    (search/tracking.py `TrackTrials`): trials never talk to MLflow. Closing is the driver's too, with Ray's
+    verdict."""
+
+    def __init__(self):
+        self.ops: list[list] = []
+
+    def _submit(self, op: list) -> None:
+        self.ops.append(op)
+
+    def close(self, status="FINISHED"):
+        pass
+
+    def drain(self) -> list[list]:
+        """What was recorded since the last drain, oldest first."""
+        ops, self.ops = self.ops, []
+        return ops
+
+
+class RunWriter:
+    """Writes operations (`OpsTracker`'s) to runs of one tracking store, through MlflowClient, in batches: every
+    parameter, tag and metric of a list of operations goes in as few `log_batch` requests as MLflow's limits allow
+    (100 params, 100 tags, 1,000 metrics each); a tag or parameter given twice keeps its latest value."""
+
+    def __init__(self, uri: str):
+        from mlflow import MlflowClient
+
+        self.uri = uri
+        if uri.startswith("sqlite:///"):  # the store's folder is made when a run is made, not before
+            Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        self.client = MlflowClient(uri)
+        self._experiments: dict[str, str] = {}
+
+    def experiment(self, name: str) -> str:
+        """The experiment's id (made if new)."""
+        if name not in self._experiments:
+            exp = self.client.get_experiment_by_name(name)
+            exp_id = exp.experiment_id if exp else self.client.create_experiment(
+                name, artifact_location=artifact_location(self.uri, name))
+            if not exp or exp.tags.get("mlflow.experimentKind") != "custom_model_development":
+                # MLflow 3 otherwise opens experiments in its GenAI view; these are training runs
+                self.client.set_experiment_tag(exp_id, "mlflow.experimentKind", "custom_model_development")
+            self._experiments[name] = exp_id
+        return self._experiments[name]
+
+    def create(self, experiment: str, run_name: str, tags: Mapping[str, str]) -> str:
+        return self.client.create_run(self.experiment(experiment), run_name=run_name, tags=dict(tags)).info.run_id
+
+    def find(self, experiment: str, tags: Mapping[str, str]) -> str | None:
+        """The run carrying all of `tags`, if any."""
+        query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+        found = self.client.search_runs([self.experiment(experiment)], query, max_results=1)
+        return found[0].info.run_id if found else None
+
+    def send(self, run_id: str, ops: list[list]) -> None:
+        """Apply `ops` to the run, in order: parameters, tags and metrics gathered into batches until an operation
+        of another kind (text, inputs, open, close) comes, which goes after them."""
+        params: dict[str, str] = {}
+        tags: dict[str, str] = {}
+        metrics: dict[tuple, float] = {}
+        for op in ops:
+            kind = op[0]
+            if kind == "params":
+                params.update((k, v) for k, v in op[1])
+            elif kind == "tags":
+                tags.update((k, v) for k, v in op[1])
+            elif kind == "metrics":
+                metrics.update(((k, ts, step), v) for k, v, ts, step in op[1])
+            else:
+                self._batch(run_id, params, tags, metrics)
+                params, tags, metrics = {}, {}, {}
+                self._apply(run_id, op)
+        self._batch(run_id, params, tags, metrics)
+
+    def _batch(self, run_id: str, params: dict, tags: dict, metrics: dict) -> None:
+        from mlflow.entities import Metric, Param, RunTag
+
+        p = [Param(k, v) for k, v in params.items()]
+        t = [RunTag(k, v) for k, v in tags.items()]
+        m = [Metric(k, v, ts, step) for (k, ts, step), v in metrics.items()]
+        for i in range(0, len(p), 100):
+            self.client.log_batch(run_id, params=p[i:i + 100])
+        for i in range(0, len(t), 100):
+            self.client.log_batch(run_id, tags=t[i:i + 100])
+        for i in range(0, len(m), 1000):
+            self.client.log_batch(run_id, metrics=m[i:i + 1000])
+
+    def _apply(self, run_id: str, op: list) -> None:
+        kind = op[0]
+        if kind == "text":
+            self.client.log_text(run_id, op[1], op[2])
+        elif kind == "inputs":
+            from mlflow.entities import Dataset, DatasetInput, InputTag
+
+            self.client.log_inputs(run_id, datasets=[
+                DatasetInput(Dataset(d["name"], d["digest"], d["source_type"], d["source"]),
+                             tags=[InputTag("mlflow.data.context", d["context"])]) for d in op[1]])
+        elif kind == "open":  # a run taken up again (a resumed trial) is RUNNING until its next close
+            self.client.update_run(run_id, status="RUNNING")
+        elif kind == "close":
+            self.client.set_terminated(run_id, op[1])
+        else:
+            raise ValueError(f"unknown tracking operation {kind!r}")
+
+
+class MlflowTracker(OpsTracker):
+    """One MLflow run (optionally nested under `parent_run_id`), written at once, in batches; a failure raises.
+    Used where the process that computes is the one that logs: `xstilts run`, a search's parent run, reports.
+    A new run carries MLflow's context tags (`context`, default: this process's `context_tags()`)."""
+
+    def __init__(self, uri: str | None, experiment: str, run_name: str, parent_run_id: str | None = None,
+                 tags: Mapping[str, str] | None = None, run_id: str | None = None,
+                 context: Mapping[str, str] | None = None):
+        self.uri = uri or default_uri()
+        self.experiment, self.run_name = experiment, run_name
+        all_tags = {**(context_tags() if context is None else context), **(tags or {})}  # (a new run's)
+        if parent_run_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
         try:
-            tracker = MlflowTracker.from_spill(path, patience_s=patience_s)
-        except (OSError, ValueError, KeyError):
-            continue
-        if not tracker.flush_patiently():
-            left.append(path)
-    return left
+            self.writer = RunWriter(self.uri)
+            self.run_id = run_id or self.writer.create(experiment, run_name, all_tags)
+        except Exception as exc:
+            raise XstiltsError(f"MLflow tracking store {mask(self.uri)} is unreachable ({type(exc).__name__}) — "
+                               f"start the server, fix tracking.uri, or set tracking.enabled=false") from None
+        self.client = self.writer.client
+
+    def _submit(self, op: list) -> None:
+        self.writer.send(self.run_id, [op])
+
+    def log_artifact(self, path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
 
 
 def flatten_results(summary: dict, split: str = "test") -> dict[str, float]:
