@@ -151,6 +151,10 @@ def libraries_log_to(path: Path | None) -> None:
 
     import mlflow  # noqa: F401  (importing it installs its console handler, replaced below)
 
+    # MLflow prints "View run ... at: URL" on stdout each time a run on a server is closed (the driver closes every
+    # trial's): the search prints where its runs are once, at the end
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+
     ours = {h for n in LIBRARY_LOGGERS for h in logging.getLogger(n).handlers if getattr(h, "xstilts", False)}
     held = [h for h in ours if isinstance(h, _Held)]
     if path is None and held:

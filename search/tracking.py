@@ -107,8 +107,8 @@ class TrackTrials(tune.Callback):
     # -- the sender ----------------------------------------------------------------------------------------------------
 
     def _start(self) -> None:
+        self._stopping = False  # (a thread told to stop but not yet gone carries on)
         if self._thread is None or not self._thread.is_alive():
-            self._stopping = False
             self._thread = threading.Thread(target=self._loop, name="xstilts-track-trials", daemon=True)
             self._thread.start()
 

@@ -141,20 +141,20 @@ def test_cluster_faults_worker_kills_tracking_outage_node_loss(tmp_path, toy_dir
             head_node = json.loads((root / "pids" / trial).read_text())["node"][:12]
             os.kill(pid, signal.SIGKILL)
             killed.append((trial, pid))
-        server.stop()  # 3: the tracking server down for 30 s, mid-search
-        assert driver.poll() is None, "the search ended before the tracking outage"
-        time.sleep(30)
-        server.start()
         trial, pid = _wait_for("the second node's trial", lambda: _running_trials(root, worker.pid, False)[:1],
                                driver)[0]
         lost_node, lost_trial = json.loads((root / "pids" / trial).read_text())["node"][:12], trial
         assert lost_node != head_node  # trials ran on both nodes
-        for p in _descendants(worker.pid) | {worker.pid}:  # 4: the second node dies with its trial
+        for p in _descendants(worker.pid) | {worker.pid}:  # 3: the second node dies with its trial
             try:
                 os.kill(p, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         killed.append((trial, pid))
+        server.stop()  # 4: the tracking server down for 30 s while the lost trial runs again on the head (the
+        assert driver.poll() is None, "the search ended before the tracking outage"  # search may end meanwhile:
+        time.sleep(30)  # the driver then waits for the server)
+        server.start()
         assert driver.wait(timeout=1500) == 0, (tmp_path / "driver.log").read_text()[-3000:]
 
         summary = check_search(tmp_path, name, server.uri, n=n)  # N trials, none failed, one FINISHED run each
