@@ -195,6 +195,16 @@ def experiment_dir(cfg: SearchConfig) -> Path:
     return old if (old / "tuner.pkl").exists() else old / cfg.name
 
 
+def reuse_processes(cfg: SearchConfig, workers: int = 1) -> bool:
+    """Whether a trial's process runs the next trial too (Tune's `reuse_actors`). A new process costs a Python
+    start and the imports of torch and transformers, several CPU-seconds per trial, which on the toy search's two
+    cores is a large share of the whole. Trials on GPUs get fresh processes (a reused one keeps its CUDA context
+    and cached blocks), as do trials driving Ray Train workers; replayed trials hold nothing. Results do not
+    depend on it: every phase seeds itself (trainables/train.py `set_seed`), and system metrics start afresh per
+    trial (trainables/sysmetrics.py)."""
+    return cfg.replay is not None or (not cfg.resources.gpu and workers <= 1)
+
+
 def build_tuner(cfg: SearchConfig, ctx: TrialContext, resume: bool, callbacks: list) -> tune.Tuner:
     workers = ctx.base.distributed.workers
     check_resources(cfg, workers)
@@ -236,7 +246,7 @@ def build_tuner(cfg: SearchConfig, ctx: TrialContext, resume: bool, callbacks: l
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, metric=METRIC, mode="max",
                                     num_samples=cfg.num_samples, max_concurrent_trials=concurrency(cfg, workers),
                                     trial_dirname_creator=lambda t: t.trial_id,
-                                    reuse_actors=cfg.replay is not None),  # replayed trials hold no GPU memory
+                                    reuse_actors=reuse_processes(cfg, workers)),
         run_config=tune.RunConfig(name=exp_dir.name, storage_path=str(exp_dir.parent), verbose=0, callbacks=callbacks,
                                   failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
                                   # Every checkpoint is kept: each is one state.json (the models live in the cache).

@@ -285,7 +285,8 @@ def test_asha_keeps_its_rungs_across_a_restore(tmp_path):
 
 def test_system_metrics_measure_this_process():
     """CPU utilisation since the last take (busy: well above zero; asleep: near zero) and peak memory, which an
-    allocation larger than the peak so far raises."""
+    allocation larger than the peak so far raises, and a new `Usage` (the next trial in a reused process) starts
+    afresh."""
     import time
 
     from trainables.sysmetrics import Usage
@@ -303,6 +304,9 @@ def test_system_metrics_measure_this_process():
     block = bytearray(int(before + 100) * 2 ** 20)  # larger than the whole peak so far, touched: resident
     block[::4096] = b"x" * len(block[::4096])
     assert usage.take()["system/process_peak_memory_megabytes"] >= before + 100
+    del block
+    if Path("/proc/self/clear_refs").exists():  # Linux: the next trial in this process (Tune's reuse_actors)
+        assert Usage().take()["system/process_peak_memory_megabytes"] < before + 50  # measures its own peak
 
 
 @pytest.mark.slow  # seconds: MLflow's SQLite store

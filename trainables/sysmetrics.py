@@ -1,6 +1,8 @@
 """A trial's system metrics, logged at each rung beside its scores under MLflow's `system/` names, so a run shows
 what its trial used: CPU utilisation since the last rung (process CPU time over wall time, in percent of one
-core: threads can take it above 100), the process's peak resident memory, and on a GPU each visible device's
+core: threads can take it above 100), the process's peak resident memory since the trial started (on Linux the
+peak is reset when a `Usage` is made, as Tune may run several trials one after another in one process), and on a
+GPU each visible device's
 memory in use, this process's peak allocation and its utilisation (the last needs pynvml: nvidia-ml-py), for
 each device the process has allocated memory on.
 
@@ -20,10 +22,40 @@ import time
 MB = 2 ** 20
 
 
+def _status_kb(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def peak_rss_bytes() -> int:
+    """The process's peak resident set size: Linux's VmHWM (resettable, see `reset_peak`), else getrusage's."""
+    kb = _status_kb("VmHWM")
+    if kb is not None:
+        return kb * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+
+
+def reset_peak() -> None:
+    """Start the peak resident set size afresh (Linux: `5` to /proc/self/clear_refs); elsewhere nothing."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
 class Usage:
-    """What this process used since the last `take()` (or since it was made)."""
+    """What this process used since the last `take()` (or since it was made: the peak memory too, where the
+    system allows)."""
 
     def __init__(self):
+        reset_peak()
         self._wall, self._cpu = time.time(), self._cpu_s()
 
     @staticmethod
@@ -33,9 +65,8 @@ class Usage:
 
     def take(self) -> dict[str, float]:
         now, cpu = time.time(), self._cpu_s()
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
         out = {"system/cpu_utilization_percentage": 100.0 * (cpu - self._cpu) / max(now - self._wall, 1e-6),
-               "system/process_peak_memory_megabytes": peak / MB}
+               "system/process_peak_memory_megabytes": peak_rss_bytes() / MB}
         self._wall, self._cpu = now, cpu
         torch = sys.modules.get("torch")  # only where the process uses torch: replayed trials never import it
         if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
