@@ -273,7 +273,8 @@ def run_search(cfg: SearchConfig, resume: bool = False, address: str | None = No
         base_model(base, Path(base.data_dir) if base.data_dir else None, console.print)
     parent = parent_run(cfg, uri, resume)
     ctx = trial_context(cfg, base, uri)
-    tracking = TrackTrials(uri, cfg.experiment_name, parent.run_id, cfg.name, context_tags())
+    TrackTrials.settings = {"uri": uri, "parent_run_id": parent.run_id, "context": context_tags()}  # (a restored
+    tracking = TrackTrials(uri, cfg.experiment_name, parent.run_id, cfg.name, context_tags())  # copy takes them)
     callbacks = [LiveTable(list(cfg.candidates), ctx.n_rungs), tracking]
     if base.distributed.workers > 1:
         from search.distributed import RemoveTrainPlacementGroups

@@ -32,6 +32,8 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
+from search.tracking import run_of
+
 log = logging.getLogger(__name__)
 
 SEEDED, RETRY_OF = "seeded", "retry_of"  # Optuna user attributes
@@ -195,6 +197,7 @@ class StudySearcher(Searcher):
         if not self._known(trial_id, result):
             return
         if error:  # out of retries: RUNNING, so that `--resume` (which reruns errored trials) finishes it
+            self._link(trial_id, {})
             return
         number = self._numbers[trial_id]
         if result:
@@ -232,14 +235,15 @@ class StudySearcher(Searcher):
             self._done.add(trial_id)
 
     def _link(self, trial_id: str, result: dict) -> None:
-        run_id = result.get("mlflow_run_id")
+        run_id = result.get("mlflow_run_id") or run_of(trial_id)  # (made by the driver: search/tracking.py)
         if trial_id in self._linked and (run_id is None or self._linked[trial_id] == run_id):
             return
         number = self._numbers[trial_id]
         try:
             if trial_id not in self._linked:
                 self.study.set_attr(number, "ray_trial_id", trial_id)
-            if run_id:  # a tracking server down at the trial's start: its run (and id) come later
+            if run_id:  # a tracking server down at the trial's start: its run (and id) come later, if it is
+                # back before the trial ends (Optuna refuses attributes of a finished trial)
                 self.study.set_attr(number, "mlflow_run_id", run_id)
         except optuna.exceptions.UpdateFinishedTrialError:
             self._done.add(trial_id)

@@ -10,7 +10,7 @@ Resume is a cache hit: a retried or restored trial starts again from the top; ph
 the content-addressed cache, and rungs already reported (its checkpointed `TrialState`) are not reported again.
 Each trial has one MLflow run nested under the search's parent run, tagged with the Ray trial id, the Optuna
 trial number, the node and the phase-2 cache hit. The trial never talks to MLflow: it records its tracking calls
-and hands them to Tune with each rung's report (`report_rung`, result key `TRACKING`); the search's driver writes
+and hands them to Tune with each rung's checkpoint (`report_rung`, file `TRACKING`); the search's driver writes
 them (search/tracking.py `TrackTrials`), so a tracking server that is down never touches a trial.
 Each attempt writes its PID and node to `<search>/pids/<trial id>` (with `running` false once it ends).
 """
@@ -266,15 +266,13 @@ _usage: Usage | None = None  # what this trial's process used since its last run
 def report_rung(ctx: TrialContext, tracker, state: "TrialState", rung: int, metrics: dict) -> None:
     """Log a rung's metrics, its cost so far (wall time x resources) and the process's system metrics since the
     last rung, checkpoint the trial's state and report the rung to Tune (real and replayed trials alike), with
-    everything the trial recorded for its MLflow run since the last report (`TRACKING`, taken out by the driver)."""
+    everything the trial recorded for its MLflow run since the last report."""
     hours = state.elapsed_s / 3600
     cost = {"cost/cpu_hours": hours * ctx.cpu, "cost/gpu_hours": hours * ctx.gpu}
     cost.update(_usage.take() if _usage else {})  # (system/...: reported with the cost)
     tracker.log_metrics({**metrics, **cost}, step=rung)
     state.rung = rung
-    ops = tracker.drain()
-    _report({"rung": rung, **{k: v for k, v in metrics.items() if _reported(k)}, **cost,
-             **({TRACKING: ops} if ops else {})}, state)
+    _report({"rung": rung, **{k: v for k, v in metrics.items() if _reported(k)}, **cost}, state, tracker.drain())
 
 
 def _reported(key: str) -> bool:
@@ -284,7 +282,12 @@ def _reported(key: str) -> bool:
     return name.kind in ("average", "xtreme", "score") or key.endswith("_std")
 
 
-def _report(metrics: dict, state: TrialState) -> None:
+def _report(metrics: dict, state: TrialState, ops: list) -> None:
+    """One rung to Tune, with a checkpoint holding the trial's state and what it recorded for its MLflow run
+    since the last report (`TRACKING`, read by the driver's TrackTrials when Tune registers the checkpoint: kept
+    out of the reported metrics, which Tune keeps in its experiment state for every checkpoint)."""
     with tempfile.TemporaryDirectory() as d:
         state.save(Path(d))
+        if ops:
+            (Path(d) / TRACKING).write_text(json.dumps(ops))
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))

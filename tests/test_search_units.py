@@ -305,8 +305,10 @@ def test_system_metrics_measure_this_process():
     block[::4096] = b"x" * len(block[::4096])
     assert usage.take()["system/process_peak_memory_megabytes"] >= before + 100
     del block
-    if Path("/proc/self/clear_refs").exists():  # Linux: the next trial in this process (Tune's reuse_actors)
-        assert Usage().take()["system/process_peak_memory_megabytes"] < before + 50  # measures its own peak
+    from trainables.sysmetrics import reset_peak
+
+    if reset_peak():  # Linux: the next trial in this process (Tune's reuse_actors) measures its own peak
+        assert Usage().take()["system/process_peak_memory_megabytes"] < before + 50
 
 
 @pytest.mark.slow  # seconds: MLflow's SQLite store
@@ -436,6 +438,18 @@ def _trial(trial_id: str, number: int):
     return SimpleNamespace(trial_id=trial_id, config={"optuna_trial": number})
 
 
+def _checkpoint(tmp: Path, ops: list):
+    """A rung's checkpoint as a trial makes it (search/trainable.py `_report`): its recorded tracking calls in it."""
+    from ray import tune
+
+    from search.tracking import TRACKING
+
+    folder = tmp / f"checkpoint-{len(list(tmp.glob('checkpoint-*')))}"
+    folder.mkdir()
+    (folder / TRACKING).write_text(json.dumps(ops))
+    return tune.Checkpoint.from_directory(str(folder))
+
+
 def _recorded(steps, extra_params=None) -> list:
     """What a trial hands to Tune with a report: its recorded tracking calls (search/trainable.py)."""
     from trainables.tracking import RecordingTracker
@@ -451,42 +465,57 @@ def _recorded(steps, extra_params=None) -> list:
 
 @pytest.mark.slow  # seconds: MLflow's SQLite store
 def test_trials_are_tracked_from_the_driver_through_an_outage_and_a_driver_restart(tmp_path, monkeypatch):
-    """Trials only record; the driver's callback writes their runs. While the store is down nothing is lost or
-    blocks Tune: the writes wait in the callback's state, which Tune saves with its experiment; a restarted
-    driver writes them when the store answers, into the run it finds by Ray trial id, closed with Ray's verdict."""
+    """Trials only record (in their checkpoints); the driver's callback writes their runs. While the store is down
+    nothing is lost or blocks Tune: the writes wait in the callback's state, which Tune saves with its experiment;
+    a restarted driver writes them when the store answers (at its new address), into the run it finds by Ray trial
+    id, with the trial's start and end times, closed with Ray's verdict. A write the store refuses for good is
+    dropped without holding up the rest."""
     import pickle
+    import time
 
     from mlflow import MlflowClient
 
     from helpers import free_port
-    from search.tracking import TRACKING, TrackTrials
+    from search.tracking import TrackTrials, run_of
     from trainables.errors import XstiltsError
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # (the test's unreachable store fails at once)
     down = f"http://127.0.0.1:{free_port()}"
     up = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    ckpts = tmp_path / "ckpt"
+    ckpts.mkdir()
     driver = TrackTrials(down, "exp", None, "s", context={"mlflow.user": "someone"})
     driver.RETRY_S = 0.2
     driver.on_trial_start(0, [], _trial("t1", 1))
-    result = {"validation/average": 42.0, TRACKING: _recorded([1, 2], {"HF_TOKEN": "hf_secret"})}
-    driver.on_trial_result(0, [], _trial("t1", 1), result)
-    assert TRACKING not in result and "mlflow_run_id" not in result  # Tune keeps the result without them
+    started = int(time.time() * 1000)
+    driver.on_checkpoint(0, [], _trial("t1", 1), _checkpoint(ckpts, _recorded([1], {"HF_TOKEN": "hf_secret"})))
+    driver.on_checkpoint(0, [], _trial("t1", 1), _checkpoint(ckpts, _recorded([2])))
     driver.on_trial_complete(0, [], _trial("t1", 1))
+    driver.on_trial_complete(0, [], _trial("never-started", 9))  # stopped while pending: no run is made for it
+    ended = int(time.time() * 1000)
     with pytest.raises(XstiltsError, match="did not come back") as err:
         driver.finish(patience_s=1.0)
     assert "--resume" in str(err.value)
     saved = pickle.loads(pickle.dumps(driver.get_state()))  # what Tune keeps in its experiment state
     assert "hf_secret" not in json.dumps(saved)
-    assert [op[0] for op in saved["queue"]["t1"]] == ["open", "tags", "params", "metrics", "metrics", "close"]
+    assert [op[0] for op in saved["queue"]["t1"]] == ["open", "tags", "params", "metrics", "tags", "params",
+                                                      "metrics", "close"]
 
     restarted = pickle.loads(pickle.dumps(driver))  # a new driver: the tuner.pkl copy, then Tune's saved state
-    restarted.uri = up  # (the store is back: here under another address)
     restarted.set_state(saved)
+    TrackTrials.settings = {"uri": up, "parent_run_id": None}  # (the store is back: here under another address)
+    try:
+        restarted.setup()
+    finally:
+        TrackTrials.settings = None
+    time.sleep(0.05)
     restarted.finish(patience_s=10)
     client = MlflowClient(up)
     exp = client.get_experiment_by_name("exp").experiment_id
     [run] = client.search_runs([exp])
     assert run.info.status == "FINISHED" and run.info.run_name == "trial-1"
+    # when the trial started and ended, not when the restarted driver wrote it
+    assert started - 1000 <= run.info.start_time <= started and run.info.end_time <= ended
     assert run.data.params == {"mix/mnli": "0.5"}  # secrets never logged
     assert {k: run.data.tags[k] for k in ("ray.trial_id", "optuna.trial", "xstilts.search", "mlflow.user", "node")} \
         == {"ray.trial_id": "t1", "optuna.trial": "1", "xstilts.search": "s", "mlflow.user": "someone", "node": "n1"}
@@ -494,17 +523,26 @@ def test_trials_are_tracked_from_the_driver_through_an_outage_and_a_driver_resta
         [(1, 41.0), (2, 42.0)]
 
     again = TrackTrials(up, "exp", None, "s")  # a driver with no saved state: the trial resumed once more
+    again.setup()
     again.on_trial_start(0, [], _trial("t1", 1))
-    result = {TRACKING: _recorded([3])}
     again.send()
     assert client.get_run(run.info.run_id).info.status == "RUNNING"  # taken up again
-    again.on_trial_result(0, [], _trial("t1", 1), result)
-    assert result["mlflow_run_id"] == run.info.run_id  # for the searcher's link to the Optuna trial
+    assert run_of("t1") == run.info.run_id  # for the searcher's link to the Optuna trial
+    again.on_checkpoint(0, [], _trial("t1", 1), _checkpoint(ckpts, _recorded([3])))
     again.on_trial_error(0, [], _trial("t1", 1))
     again.finish(patience_s=10)
     assert len(client.search_runs([exp])) == 1  # found by its Ray trial id, not made twice
     assert client.get_run(run.info.run_id).info.status == "FAILED"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "validation/average")] == [1, 2, 3]
+
+    refused = TrackTrials(up, "exp", None, "s")  # a write the store refuses for good is dropped, not retried
+    refused.add("t1", [["params", [["mix/mnli", "0.9"]]], ["metrics", [["validation/average", 50.0, 1, 4]]]])
+    refused.add("t2", [["open", 1], ["metrics", [["validation/average", 1.0, 1, 1]]]], 2)  # (queued behind it)
+    refused.finish(patience_s=10)
+    assert "params" in refused.dropped["t1"] and client.get_run(run.info.run_id).data.params == {"mix/mnli": "0.5"}
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "validation/average")) == [1, 2, 3, 4]
+    assert len(client.search_runs([exp])) == 2
+    TrackTrials.active = None
 
 
 @pytest.mark.slow  # seconds: MLflow's SQLite store

@@ -41,13 +41,15 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
 
 
-def reset_peak() -> None:
-    """Start the peak resident set size afresh (Linux: `5` to /proc/self/clear_refs); elsewhere nothing."""
+def reset_peak() -> bool:
+    """Start the peak resident set size afresh (Linux: `5` to /proc/self/clear_refs); False where the system does
+    not allow it (the peak then stays the process's)."""
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
+        return _status_kb("VmHWM") is not None
     except OSError:
-        pass
+        return False
 
 
 class Usage:

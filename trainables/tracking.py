@@ -183,7 +183,8 @@ class RecordingTracker(OpsTracker):
 class RunWriter:
     """Writes operations (`OpsTracker`'s) to runs of one tracking store, through MlflowClient, in batches: every
     parameter, tag and metric of a list of operations goes in as few `log_batch` requests as MLflow's limits allow
-    (100 params, 100 tags, 1,000 metrics each); a tag or parameter given twice keeps its latest value."""
+    (100 params, 100 tags, 1,000 metrics each); within one `send`, a tag given twice keeps its latest value (MLflow
+    refuses a parameter whose value changes)."""
 
     def __init__(self, uri: str):
         from mlflow import MlflowClient
@@ -206,8 +207,9 @@ class RunWriter:
             self._experiments[name] = exp_id
         return self._experiments[name]
 
-    def create(self, experiment: str, run_name: str, tags: Mapping[str, str]) -> str:
-        return self.client.create_run(self.experiment(experiment), run_name=run_name, tags=dict(tags)).info.run_id
+    def create(self, experiment: str, run_name: str, tags: Mapping[str, str], start_time: int | None = None) -> str:
+        return self.client.create_run(self.experiment(experiment), start_time=start_time, run_name=run_name,
+                                      tags=dict(tags)).info.run_id
 
     def find(self, experiment: str, tags: Mapping[str, str]) -> str | None:
         """The run carrying all of `tags`, if any."""
@@ -260,8 +262,8 @@ class RunWriter:
                              tags=[InputTag("mlflow.data.context", d["context"])]) for d in op[1]])
         elif kind == "open":  # a run taken up again (a resumed trial) is RUNNING until its next close
             self.client.update_run(run_id, status="RUNNING")
-        elif kind == "close":
-            self.client.set_terminated(run_id, op[1])
+        elif kind == "close":  # ["close", status] or ["close", status, end time in ms]
+            self.client.set_terminated(run_id, op[1], end_time=op[2] if len(op) > 2 else None)
         else:
             raise ValueError(f"unknown tracking operation {kind!r}")
 
@@ -336,7 +338,7 @@ def _record(run) -> RunRecord:
 
 
 class TrackingStore:
-    """Queries of a tracking store (a server or SQLite): runs by tag, children of a parent, closing runs."""
+    """Queries of a tracking store (a server or SQLite): a run, a search's children, runs still RUNNING."""
 
     def __init__(self, uri: str):
         from mlflow import MlflowClient
@@ -365,10 +367,6 @@ class TrackingStore:
     def run(self, run_id: str) -> RunRecord:
         return _record(self.client.get_run(run_id))
 
-    def find(self, experiment: str, tag: str, value: str) -> RunRecord | None:
-        runs = self._search(experiment, f"tags.`{tag}` = '{value}'", max_results=1)
-        return runs[0] if runs else None
-
     def children(self, experiment: str, parent_run_id: str) -> list[RunRecord]:
         """The runs nested under `parent_run_id` (a search's trials)."""
         return self._search(experiment, f"tags.mlflow.parentRunId = '{parent_run_id}'")
@@ -376,10 +374,3 @@ class TrackingStore:
     def running(self, experiment: str) -> list[RunRecord]:
         """The experiment's runs still RUNNING."""
         return self._search(experiment, "attributes.status = 'RUNNING'")
-
-    def terminate(self, experiment: str, tag: str, value: str, status: str, only_running: bool = False) -> None:
-        """Set the status of every run tagged `tag=value` (e.g. trials a scheduler stopped mid-run); with
-        `only_running`, of those still RUNNING only (their end time is not moved)."""
-        for run in self._search(experiment, f"tags.`{tag}` = '{value}'"):
-            if not only_running or run.status == "RUNNING":
-                self.client.set_terminated(run.run_id, status)
