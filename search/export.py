@@ -68,6 +68,9 @@ def card_data(summary: dict, trial: dict, params: dict, base_model: str, test: d
                        for src in TASKS[t].sources if "/" in src.hub_id})
     results = [EvalResult(task_type="zero-shot-cross-lingual-transfer", task_name=f"{t} (zero-shot from English)",
                           dataset_type=TASKS[t].sources[0].hub_id, dataset_name=t, dataset_split=split,
+                          # the source's config (`PAN-X.{lang}`): the Hub tells results apart by type, config and
+                          # split, so three targets of google/xtreme without it would merge into one
+                          dataset_config=TASKS[t].sources[0].config or t,
                           metric_type=TASKS[t].metric, metric_value=round(float(v), 2),
                           metric_name=f"{TASKS[t].metric}, mean over languages")
                for split, scores in (("validation", trial["targets"]), ("test", test or {}))

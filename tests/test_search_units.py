@@ -758,14 +758,16 @@ def test_model_card_metadata_reads_back_as_the_hub_reads_it():
 
     summary = {"name": "rep", "mlflow": {"experiment": "x"}}
     trial = {"number": 1, "state": "COMPLETE", "mlflow_run_id": "abc", "mixture": {"mnli": 1.0}, "average": 60.0,
-             "test_average": 58.0, "targets": {"xnli": 61.234, "pawsx": 58.0}}
+             "test_average": 58.0, "targets": {"xnli": 61.234, "pawsx": 58.0, "udpos": 70.0, "panx": 65.0, "mlqa": 50.0}}
     card = ModelCard(model_card(summary, trial, {"seed": "0"}, "xlm-roberta-large", {"xnli": 60.1, "tatoeba": 40.0}))
     data = card.data
     assert data.base_model == "FacebookAI/xlm-roberta-large" and data.license == "mit"
     assert {"en", "sw", "ur"} <= set(data.language) and "nyu-mll/glue" in data.datasets  # XNLI's, MNLI's
     got = {(r.dataset_name, r.dataset_split): r.metric_value for r in data.eval_results}
-    assert got == {("xnli", "validation"): 61.23, ("pawsx", "validation"): 58.0, ("xnli", "test"): 60.1,
-                   ("tatoeba", "test"): 40.0}
+    assert got == {("xnli", "validation"): 61.23, ("pawsx", "validation"): 58.0, ("udpos", "validation"): 70.0,
+                   ("panx", "validation"): 65.0, ("mlqa", "validation"): 50.0, ("xnli", "test"): 60.1,
+                   ("tatoeba", "test"): 40.0}  # (three targets from google/xtreme: each its own result, by config)
+    assert len(card.data.to_dict()["model-index"][0]["results"]) == 7
     toy = ModelCard(model_card(summary, trial, {}, "toy")).data
     assert toy.base_model is None and toy.language is None  # the toy is no Hub model and speaks no real language
 
