@@ -4,8 +4,10 @@ A Ray node runs trials in its own environment and with its own disks: nothing of
 unless forwarded, and a path that exists on the driver may be another (or no) folder there.
 
   forwarded_env(extra)          the variables every trial gets through Ray's runtime_env: the driver's HF_*,
-                                MLFLOW_TRACKING_*, XSTILTS_* and the search's `env: [...]` names that are set
-                                (less those a submitted job's own runtime_env already sets: Ray refuses a clash)
+                                XSTILTS_* and the search's `env: [...]` names that are set (less those a
+                                submitted job's own runtime_env already sets: Ray refuses a clash); not
+                                MLFLOW_TRACKING_*: only the driver talks to MLflow (search/tracking.py), so
+                                the tracking server's credentials stay with it
   search_data(cfg, base, log)   the Hub is read once, by the driver: every source the search's tasks need that
                                 is not under data_dir (default `<storage>/data`) is prepared there, pinned to its
                                 commit SHA (`xstilts data prepare`); trials then run with HF_HUB_OFFLINE=1
@@ -28,7 +30,7 @@ from pathlib import Path
 
 from trainables.errors import XstiltsError
 
-FORWARDED = ("HF_", "MLFLOW_TRACKING_", "XSTILTS_")  # prefixes forwarded to every trial
+FORWARDED = ("HF_", "XSTILTS_")  # prefixes forwarded to every trial
 NOT_FORWARDED = {"XSTILTS_HOME"}  # the driver's folder: trials get absolute paths instead
 CHECK = ".xstilts-nodecheck"
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}  # trials never read the Hub: the driver prepared it

@@ -115,8 +115,8 @@ class SearchConfig(Strict):
     data_dir: str | None = None
     cache_dir: str | None = None
     # Environment variables forwarded to every trial on every node (Ray's runtime_env), besides the fixed
-    # HF_*, MLFLOW_TRACKING_* and XSTILTS_* (search/cluster.py FORWARDED). Names only: values come from the
-    # driver's environment and are never written anywhere by xstilts.
+    # HF_* and XSTILTS_* (search/cluster.py FORWARDED; not MLFLOW_TRACKING_*: trials never talk to MLflow).
+    # Names only: values come from the driver's environment and are never written anywhere by xstilts.
     env: list[str] = []
 
     @field_validator("objectives")
