@@ -71,10 +71,10 @@ from trainables.model import load_tokenizer
 tok = load_tokenizer(sys.argv[3])
 scale = float(sys.argv[4])
 featcache.use(sys.argv[2])
-def hwm():  # peak resident memory since the last reset (kB)
-    return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1])
-open("/proc/self/clear_refs", "w").write("5")  # reset the peak: measure the reading alone
-base = int(next(l for l in open("/proc/self/status") if l.startswith("VmRSS")).split()[1])
+from trainables.sysmetrics import reset_peak, status_kb
+hwm = lambda: status_kb("VmHWM")  # peak resident memory since the last reset (kB)
+reset_peak()  # measure the reading alone
+base = status_kb("VmRSS")
 start = time.perf_counter()
 sets = [cached(featurize_classification, Examples([], {"bench": "mnli", "scale": scale}), tok, 256),
         cached(featurize_span_qa, Examples([], {"bench": "squad", "scale": scale}), tok, 384, doc_stride=128)]

@@ -313,6 +313,8 @@ def components(sizes: list[int]) -> dict:
 
     from search.config import load_search_config
     from search.run import LiveTable
+    from ray import tune
+
     from search.tracking import TRACKING, TrackTrials
     from search.space import define_space
     from search.trainable import METRIC
@@ -366,11 +368,15 @@ def components(sizes: list[int]) -> dict:
         for i in range(n):
             client.create_run(exp, tags={"ray.trial_id": f"t{i}", "xstilts.search": "s"})
         tracking, k = TrackTrials(uri, "exp", None, "s"), min(n, 50)
+        rung = tmp / "checkpoint"  # a rung's checkpoint as a trial writes it (search/trainable.py `_report`)
+        rung.mkdir()
+        (rung / TRACKING).write_text(json.dumps([["metrics", [[f"target/xnli/l{j}/accuracy", 50.0, 0, 9]
+                                                              for j in range(15)]]]))
+        checkpoint = tune.Checkpoint.from_directory(str(rung))
         t0 = time.perf_counter()
         for i in range(n - k, n):  # the last 50 trials' final rung and close, with n runs in the store
             trial = SimpleNamespace(trial_id=f"t{i}", config={"optuna_trial": i})
-            ops = [["metrics", [[f"target/xnli/l{j}/accuracy", 50.0, 0, 9] for j in range(15)]]]
-            tracking.on_trial_result(0, [], trial, {TRACKING: ops})
+            tracking.on_checkpoint(0, [], trial, checkpoint)
             tracking.on_trial_complete(0, [], trial)
             tracking.send()
         tracking.finish(patience_s=60)

@@ -26,8 +26,9 @@ from search.space import TrialSpec
 from search.summary import build_summary, mixture_label, summary_table
 from search.trainable import METRIC
 from search.tracking import TrackTrials
-from search.tuner import (base_config, build_tuner, check_fits, check_objective, check_resources, failed_trials, finished_all_rungs, init_ray, name_objectives, optuna_storage, parent_run,
-                          search_dir, settle_study, trial_context)
+from search.tuner import (base_config, build_tuner, check_fits, check_objective, check_resources, failed_trials,
+                          finished_all_rungs, init_ray, name_objectives, optuna_storage, parent_run, search_dir,
+                          settle_study, trial_context)
 from trainables.errors import XstiltsError
 from trainables.tracking import context_tags, default_uri, mask
 
@@ -273,8 +274,8 @@ def run_search(cfg: SearchConfig, resume: bool = False, address: str | None = No
         base_model(base, Path(base.data_dir) if base.data_dir else None, console.print)
     parent = parent_run(cfg, uri, resume)
     ctx = trial_context(cfg, base, uri)
-    TrackTrials.settings = {"uri": uri, "parent_run_id": parent.run_id, "context": context_tags()}  # (a restored
-    tracking = TrackTrials(uri, cfg.experiment_name, parent.run_id, cfg.name, context_tags())  # copy takes them)
+    # (a restored Tuner runs the copy pickled at the search's start; it takes this driver's store and parent run)
+    tracking = TrackTrials.driver = TrackTrials(uri, cfg.experiment_name, parent.run_id, cfg.name, context_tags())
     callbacks = [LiveTable(list(cfg.candidates), ctx.n_rungs), tracking]
     if base.distributed.workers > 1:
         from search.distributed import RemoveTrainPlacementGroups
@@ -289,6 +290,7 @@ def run_search(cfg: SearchConfig, resume: bool = False, address: str | None = No
     zombies = settle_study(cfg, results, ctx.n_rungs)
     finals = run_finalists(cfg, ctx, results, console.print, tracking) if cfg.defers_test else None
     tracking.finish(failed=failed_trials(cfg))
+    TrackTrials.driver = TrackTrials.active = None  # (a later search in this process makes its own)
     summary = build_summary(cfg, uri, parent.run_id, errors=results.num_errors, zombies=zombies,
                             finalists=finals["numbers"] if finals else None)
     summary["timing"] = {"total_s": time.time() - started, "fit_s": time.time() - fit_started}

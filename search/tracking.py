@@ -61,7 +61,7 @@ class TrackTrials(tune.Callback):
 
     RETRY_S = 5.0  # while the store is down, try again this often
     active: "TrackTrials | None" = None  # the instance Tune set up: a restored Tuner runs an unpickled copy
-    settings: dict | None = None  # this driver's uri, parent run and context, for a restored copy (`setup`)
+    driver: "TrackTrials | None" = None  # the one this driver made: its store, parent run and context hold (`setup`)
 
     def __init__(self, uri: str, experiment: str, parent_run_id: str | None, search: str,
                  context: dict[str, str] | None = None):
@@ -93,12 +93,13 @@ class TrackTrials(tune.Callback):
         """Tune sets callbacks up after restoring their state: a restored copy takes this driver's settings (the
         store may have moved); runs made in another store are forgotten (found again, or made, in this one)."""
         TrackTrials.active = self
-        now = TrackTrials.settings
-        if now:
-            if now["uri"] != self.uri:
+        now = TrackTrials.driver
+        if now is not None and now is not self:
+            if now.uri != self.uri:
                 self.runs.clear()
-            self.uri, self.parent_run_id = now["uri"], now["parent_run_id"]
-            self.context = dict(now.get("context") or self.context)
+                self._writer = None
+            self.uri, self.parent_run_id = now.uri, now.parent_run_id
+            self.context = dict(now.context or self.context)
 
     # -- Tune saves this with its experiment, and restores it after a crash ------------------------------------------
 

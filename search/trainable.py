@@ -31,12 +31,12 @@ import ray
 from ray import tune
 
 from search.space import TrialSpec
+from search.tracking import TRACKING
 from trainables import names
 from trainables.config import PipelineConfig
 from trainables.rungs import run_targets
 from trainables.sysmetrics import Usage
 from trainables.tracking import NullTracker, RecordingTracker, flatten_results
-from search.tracking import TRACKING
 
 if TYPE_CHECKING:
     from trainables.pipeline import Pipeline

@@ -503,11 +503,11 @@ def test_trials_are_tracked_from_the_driver_through_an_outage_and_a_driver_resta
 
     restarted = pickle.loads(pickle.dumps(driver))  # a new driver: the tuner.pkl copy, then Tune's saved state
     restarted.set_state(saved)
-    TrackTrials.settings = {"uri": up, "parent_run_id": None}  # (the store is back: here under another address)
+    TrackTrials.driver = TrackTrials(up, "exp", None, "s")  # (the store is back: here under another address)
     try:
         restarted.setup()
     finally:
-        TrackTrials.settings = None
+        TrackTrials.driver = None
     time.sleep(0.05)
     restarted.finish(patience_s=10)
     client = MlflowClient(up)

@@ -22,7 +22,8 @@ import time
 MB = 2 ** 20
 
 
-def _status_kb(field: str) -> int | None:
+def status_kb(field: str) -> int | None:
+    """A field of /proc/self/status in kB (`VmRSS`, `VmHWM`), None off Linux."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
@@ -35,7 +36,7 @@ def _status_kb(field: str) -> int | None:
 
 def peak_rss_bytes() -> int:
     """The process's peak resident set size: Linux's VmHWM (resettable, see `reset_peak`), else getrusage's."""
-    kb = _status_kb("VmHWM")
+    kb = status_kb("VmHWM")
     if kb is not None:
         return kb * 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
@@ -47,7 +48,7 @@ def reset_peak() -> bool:
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
-        return _status_kb("VmHWM") is not None
+        return status_kb("VmHWM") is not None
     except OSError:
         return False
 

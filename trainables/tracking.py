@@ -1,7 +1,7 @@
 """Tracking behind a small interface. The only module that talks to MLflow: runs are written through
 `RunWriter` (in batches), either at once (`MlflowTracker`: `xstilts run`, a search's parent run) or, for a
-search's trials, recorded in the trial (`RecordingTracker`), handed to Tune with each rung's report and written
-by the search's driver (search/tracking.py); searches, reports and the scaling study read runs back through
+search's trials, recorded in the trial (`RecordingTracker`), put in each rung's checkpoint and written by the
+search's driver (search/tracking.py); searches, reports and the scaling study read runs back through
 `TrackingStore`.
 
 Metric and parameter names come from `trainables.names` (`target/xnli/de/accuracy`, `target/xnli/score`,
@@ -124,8 +124,9 @@ def artifact_location(uri: str, experiment: str) -> str | None:
 class OpsTracker:
     """The Tracker interface as a list of operations, each a JSON-able list: `["params", [[k, v], ...]]`,
     `["metrics", [[k, v, timestamp_ms, step], ...]]`, `["tags", [[k, v], ...]]`, `["text", text, name]`,
-    `["inputs", [dataset, ...]]`, `["open"]`, `["close", status]`. Values are masked, parameters whose names
-    hint at a secret (HF_TOKEN) are dropped, NaN metrics are dropped. Subclasses say where operations go."""
+    `["inputs", [dataset, ...]]`, `["open", start_ms]`, `["close", status, end_ms]`. Values are masked,
+    parameters whose names hint at a secret (HF_TOKEN) are dropped, NaN metrics are dropped. Subclasses say where
+    operations go."""
 
     run_id: str | None = None
 
@@ -160,7 +161,7 @@ class OpsTracker:
 
 
 class RecordingTracker(OpsTracker):
-    """A search trial's tracker: it only records. The trial hands what it recorded to Tune with each rung's report
+    """A search trial's tracker: it only records. The trial puts what it recorded in each rung's checkpoint
     (search/trainable.py `report_rung`), and the search's driver writes it to the trial's MLflow run
     (search/tracking.py `TrackTrials`): trials never talk to MLflow. Closing is the driver's too, with Ray's
     verdict."""
